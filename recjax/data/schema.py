@@ -32,6 +32,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from recjax.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class SparseFeature:
@@ -116,11 +118,11 @@ class Schema:
     """Checks a Batch-format dict against the schema.
 
     Raises:
-      ValueError: naming `where`, the field and the first offending row, if a key is missing, an id is
+      DataError (a ValueError): naming `where`, the field and the first offending row, if a key is missing, an id is
         outside [0, vocab_size), a dense value is NaN/inf, or a sequence length is outside [0, T].
     """
     def _fail(field: str, msg: str):
-      raise ValueError(f"{where}: field {field!r}: {msg}")
+      raise DataError(f"{where}: field {field!r}: {msg}")
 
     if "label" not in arrays:
       _fail("label", "missing")
