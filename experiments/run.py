@@ -1,0 +1,46 @@
+"""Train and evaluate a recjax model.
+
+  python experiments/run.py --config experiments/configs/interformer.py:movielens --workdir runs/ml100k
+
+Override any config field with `--config.<field>=<value>`, e.g. `--config.train.lr=3e-3`. Re-running with
+the same `--workdir` resumes from its last checkpoint. Bad input (missing or malformed data, an unknown or
+ill-typed config field, a bad value) is reported as one paragraph and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, `path.py:variant`.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, metrics, results.json).")
+_NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Disable the progress bar.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger("recjax").setLevel(logging.INFO)
+  config = _CONFIG.value
+  import jax
+  if config.get("distributed", False):
+    jax.distributed.initialize()
+  from recjax.errors import RecjaxError
+  from recjax.train.loop import train_and_evaluate
+  try:
+    res = train_and_evaluate(config, _WORKDIR.value, progress=not _NO_PROGRESS.value)
+  except RecjaxError as e:
+    print(f"\nerror: {e}", file=sys.stderr)
+    sys.exit(2)
+  t, v = res["test"], res["valid"] or {}
+  print(f"{res['model']} on {res['dataset']}: best step {res['best_step']} | valid AUC {v.get('auc', float('nan')):.4f} "
+        f"| test AUC {t['auc']:.4f} gAUC {t['gauc']:.4f} LogLoss {t['logloss']:.4f} NE {t['ne']:.4f} "
+        f"| {res['train_examples_per_sec'] or 0:.0f} train ex/s | {_WORKDIR.value}/results.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,328 @@
+"""`train_and_evaluate(config, workdir)`: the main training job.
+
+Loads a dataset, builds the model and a (data, model) mesh, trains with jitted steps, evaluates on the
+validation split every `train.eval_every` steps with early stopping on validation AUC, checkpoints
+(resumable, atomic), and finally evaluates the best-validation params on the test split.
+
+Outputs under `workdir`:
+- `metrics.jsonl`: one JSON object per log/eval event (`{"step", "split", ...}`);
+- `tb/`: TensorBoard event files of the same scalars;
+- `checkpoints/`: orbax checkpoints (see `checkpoint.py`); re-running with the same workdir resumes;
+- `results.json`: dataset, model, config, best step, valid and test metrics, throughput;
+- `curves.png`: train loss and validation AUC against step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import linen as nn
+
+from recjax import metrics as metrics_lib
+from recjax import sharding
+from recjax.data import pipeline
+from recjax.data.dataset import DatasetSplits, load_dataset
+from recjax.errors import ConfigError, TrainingError
+from recjax.models import build_model
+from recjax.train import steps
+from recjax.train.checkpoint import Checkpointer, abstract_with_shardings
+from recjax.train.state import TrainState, make_optimizer
+
+log = logging.getLogger("recjax")
+
+
+def _validate_config(config: ml_collections.ConfigDict) -> None:
+  t = config.train
+  checks = [
+      (t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}"),
+      (t.eval_batch_size > 0, f"train.eval_batch_size must be > 0, got {t.eval_batch_size}"),
+      (t.max_steps > 0, f"train.max_steps must be > 0, got {t.max_steps}"),
+      (t.eval_every > 0, f"train.eval_every must be > 0, got {t.eval_every}"),
+      (t.patience >= 0, f"train.patience must be >= 0, got {t.patience}"),
+      (t.log_every > 0, f"train.log_every must be > 0, got {t.log_every}"),
+      (t.monitor in ("auc", "gauc", "logloss", "ne"),
+       f"train.monitor must be auc|gauc|logloss|ne, got {t.monitor!r}"),
+      (config.eval.ne_base_rate in ("train", "eval"),
+       f"eval.ne_base_rate must be train|eval, got {config.eval.ne_base_rate!r}"),
+      (config.eval.gauc_weight in ("samples", "clicks", "uniform"),
+       f"eval.gauc_weight must be samples|clicks|uniform, got {config.eval.gauc_weight!r}"),
+  ]
+  for ok, msg in checks:
+    if not ok:
+      raise ConfigError(msg)
+
+
+class _MetricsLog:
+  """Appends scalars to metrics.jsonl and TensorBoard; drops entries past a resumed step."""
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int):
+    self.path = workdir / "metrics.jsonl"
+    if self.path.exists():  # drop what a killed run logged after the checkpoint we resume from
+      keep = [ln for ln in self.path.read_text().splitlines()
+              if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+      tmp = self.path.with_suffix(".tmp")
+      tmp.write_text("".join(ln + "\n" for ln in keep))
+      os.replace(tmp, self.path)
+    self._f = open(self.path, "a")
+    from tensorboardX import SummaryWriter
+    self._tb = SummaryWriter(str(workdir / "tb"))
+
+  def write(self, step: int, split: str, values: dict[str, float]) -> None:
+    rec = {"step": int(step), "split": split, **{k: float(v) for k, v in values.items()}}
+    self._f.write(json.dumps(rec) + "\n")
+    self._f.flush()
+    for k, v in values.items():
+      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+  def close(self) -> None:
+    self._f.close()
+    self._tb.close()
+
+
+def _better(monitor: str, new: float, old: float | None) -> bool:
+  if old is None or math.isnan(old):
+    return not math.isnan(new)
+  return new > old if monitor in ("auc", "gauc") else new < old
+
+
+def _local_rows(n: int) -> slice:
+  """The rows of a global batch of n rows that this process feeds (all of them on one process)."""
+  p, k = jax.process_index(), jax.process_count()
+  if n % k:
+    raise ConfigError(f"batch size {n} must be divisible by the number of processes {k}")
+  return slice(p * n // k, (p + 1) * n // k)
+
+
+def _to_mesh(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  rows = _local_rows(len(batch["label"]))
+  return sharding.shard_batch({k: v[rows] for k, v in batch.items()}, mesh)
+
+
+class Evaluator:
+  """Runs the jitted eval step over a split and computes AUC, gAUC, LogLoss and NE on the host."""
+
+  def __init__(self, model: nn.Module, mesh, param_shardings, config: ml_collections.ConfigDict,
+               train_positive_rate: float):
+    self._step = jax.jit(steps.make_eval_step(model),
+                         in_shardings=(param_shardings, sharding.batch_sharding(mesh)))
+    self._mesh = mesh
+    self._cfg = config
+    self._base_rate = train_positive_rate
+
+  def logits(self, params: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """[N] float64 logits of every example of `arrays`, in order."""
+    from jax.experimental import multihost_utils
+    out = []
+    for batch in pipeline.eval_batches(arrays, self._cfg.train.eval_batch_size):
+      logits = self._step(params, _to_mesh(batch, self._mesh))
+      if jax.process_count() > 1:
+        logits = multihost_utils.process_allgather(logits, tiled=True)
+      out.append(np.asarray(logits)[batch["mask"] > 0])
+    return np.concatenate(out).astype(np.float64)
+
+  def __call__(self, params: Any, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    logits = self.logits(params, arrays)
+    labels = arrays["label"]
+    base = self._base_rate if self._cfg.eval.ne_base_rate == "train" else float(np.mean(labels))
+    return metrics_lib.ctr_metrics(labels, logits, arrays["group_id"], base_rate=base,
+                                   gauc_weight=self._cfg.eval.gauc_weight)
+
+
+def build_state(model: nn.Module, config: ml_collections.ConfigDict, mesh, example: dict[str, np.ndarray]):
+  """Initialises the `TrainState` directly on the mesh, placed by the logical-axis rules.
+
+  Returns:
+    (state, state_shardings): the sharded state and the matching tree of NamedShardings.
+  """
+  tx = make_optimizer(config.train)
+
+  def init(rng):
+    params = model.init({"params": rng, "dropout": rng}, example, train=False)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.logical_shardings(abstract, mesh)
+  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def param_count(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def _plot_curves(workdir: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  recs = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+  tr = [(r["step"], r["loss"]) for r in recs if r["split"] == "train" and "loss" in r]
+  va = [(r["step"], r["auc"]) for r in recs if r["split"] == "valid" and "auc" in r]
+  fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+  if tr:
+    ax[0].plot(*zip(*tr))
+  ax[0].set(xlabel="step", ylabel="train loss (BCE)")
+  if va:
+    ax[1].plot(*zip(*va), marker="o")
+  ax[1].set(xlabel="step", ylabel="validation AUC")
+  fig.tight_layout()
+  fig.savefig(workdir / "curves.png", dpi=100)
+  plt.close(fig)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                       data: DatasetSplits | None = None, progress: bool = True) -> dict:
+  """Trains `config.model` on `config.dataset`, resuming from `workdir` if it has checkpoints.
+
+  Args:
+    config: the experiment config (see `experiments/configs/interformer.py`).
+    workdir: output directory; created if missing.
+    data: pre-loaded splits (tests); default loads `config.dataset`.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    The dict written to `<workdir>/results.json`.
+
+  Raises:
+    ConfigError: bad config values. DataError: bad or missing data.
+    TrainingError: the loss became NaN/inf (the last good checkpoint is kept).
+  """
+  from tqdm.auto import tqdm
+
+  _validate_config(config)
+  workdir = pathlib.Path(workdir)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+  data = data if data is not None else load_dataset(config.dataset)
+  model = build_model(data.schema, config.model)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+  tcfg = config.train
+  bsz = tcfg.batch_size
+  if bsz % mesh.shape[sharding.DATA_AXIS] or tcfg.eval_batch_size % mesh.shape[sharding.DATA_AXIS]:
+    raise ConfigError(f"train.batch_size {bsz} and train.eval_batch_size {tcfg.eval_batch_size} must be "
+                      f"divisible by the data axis size {mesh.shape[sharding.DATA_AXIS]}")
+  n_train = pipeline.num_examples(data.train)
+  if n_train < bsz:
+    raise ConfigError(f"train.batch_size {bsz} exceeds the {n_train} training examples of {data.name}")
+
+  example = next(iter(pipeline.eval_batches(data.train, bsz)))
+  state, state_sh = build_state(model, config, mesh, example)
+  best_params = state.params
+  evaluator = Evaluator(model, mesh, state_sh.params, config, data.train_positive_rate)
+  train_step = jax.jit(steps.make_train_step(model, config.seed),
+                       in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+                       out_shardings=(state_sh, None), donate_argnums=(0,))
+
+  ckpt = Checkpointer(workdir, keep=tcfg.keep_checkpoints)
+  meta: dict[str, Any] = {"best_step": None, "best_valid": None, "best_score": None, "bad_evals": 0,
+                          "data_iter": None, "stopped_early": False}
+  start = ckpt.latest_step()
+  if start is not None:
+    state, best_params, meta = ckpt.restore(
+        start, abstract_with_shardings(state, state_sh), abstract_with_shardings(best_params, state_sh.params))
+    log.info("resumed from %s at step %d", ckpt.directory, start)
+  start = int(state.step)
+  it = pipeline.train_iterator(data.train, bsz, seed=config.seed, start_state=meta["data_iter"])
+
+  mlog = _MetricsLog(workdir, start)
+  n_params = param_count(state.params)
+  log.info("%s on %s: %d params, %d train examples, mesh %s", config.model.name, data.name, n_params,
+           n_train, dict(mesh.shape))
+
+  pending: list[tuple[int, jax.Array]] = []
+  t_first, steps_timed, t_eval = None, 0, 0.0
+
+  def flush_losses(step: int) -> float | None:
+    """Checks the losses since the last flush; raises TrainingError on NaN/inf."""
+    if not pending:
+      return None
+    losses = np.asarray(jax.device_get(jnp.stack([l for _, l in pending])))
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+      raise TrainingError(
+          f"the training loss became {losses[bad[0]]} at step {pending[bad[0]][0]}; stopping. The last good "
+          f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept. Lower train.lr, set "
+          f"train.grad_clip, or check the input data for extreme values.")
+    mean = float(losses.mean())
+    mlog.write(step, "train", {"loss": mean})
+    pending.clear()
+    return mean
+
+  bar = tqdm(total=tcfg.max_steps, initial=start, disable=not progress or jax.process_index() != 0,
+             desc=f"{config.model.name}/{data.name}", unit="step", dynamic_ncols=True)
+  step = start
+  try:
+    while step < tcfg.max_steps and not meta["stopped_early"]:
+      batch = _to_mesh(next(it), mesh)
+      state, out = train_step(state, batch)
+      step += 1
+      pending.append((step, out["loss"]))
+      if t_first is None:
+        jax.block_until_ready(out["loss"])  # exclude compilation from the throughput figure
+        t_first = time.perf_counter()
+      else:
+        steps_timed += 1
+      bar.update(1)
+      if step % tcfg.log_every == 0:
+        loss = flush_losses(step)
+        bar.set_postfix(loss=f"{loss:.4f}")
+      if step % tcfg.eval_every == 0 or step == tcfg.max_steps:
+        flush_losses(step)
+        t0 = time.perf_counter()
+        valid = evaluator(state.params, data.valid)
+        mlog.write(step, "valid", valid)
+        score = valid[tcfg.monitor]
+        if _better(tcfg.monitor, score, meta["best_score"]):
+          meta.update(best_step=step, best_valid=valid, best_score=score, bad_evals=0)
+          best_params = jax.tree.map(jnp.copy, state.params)
+        else:
+          meta["bad_evals"] += 1
+          if meta["bad_evals"] > tcfg.patience:
+            meta["stopped_early"] = True
+        bar.write(f"step {step}: valid auc {valid['auc']:.4f} gauc {valid['gauc']:.4f} "
+                  f"logloss {valid['logloss']:.4f} (best {meta['best_score']:.4f} @ {meta['best_step']})")
+        meta["data_iter"] = it.get_state()
+        ckpt.save(step, state, best_params, meta)
+        t_eval += time.perf_counter() - t0
+  finally:
+    bar.close()
+  flush_losses(step)
+  t_train = time.perf_counter() - t_first - t_eval if t_first is not None else 0.0
+
+  test = evaluator(best_params, data.test)
+  mlog.write(step, "test", test)
+  mlog.close()
+  results = {
+      "dataset": data.name,
+      "model": config.model.name,
+      "config": json.loads(config.to_json_best_effort()),
+      "num_params": n_params,
+      "best_step": meta["best_step"],
+      "final_step": step,
+      "stopped_early": meta["stopped_early"],
+      "valid": meta["best_valid"],
+      "test": test,
+      "train_examples_per_sec": (steps_timed * bsz / t_train) if t_train > 0 else None,
+      "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
+                  "mesh": dict(mesh.shape)},
+  }
+  if jax.process_index() == 0:
+    tmp = workdir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, workdir / "results.json")
+    try:
+      _plot_curves(workdir)
+    except Exception as e:  # a plot must never fail a finished run
+      log.warning("could not plot curves: %s", e)
+  ckpt.close()
+  return results
