@@ -160,3 +160,75 @@ class Schema:
       bad = np.flatnonzero((ln < 0) | (ln > self.group_max_len(g)))
       if bad.size:
         _fail(key, f"length {int(ln[bad[0]])} at row {int(bad[0])} is outside [0, {self.group_max_len(g)}]")
+
+  @property
+  def feature_names(self) -> tuple[str, ...]:
+    """All feature names: sparse, then dense, then sequences (schema order)."""
+    return (*(f.name for f in self.sparse), *self.dense, *(f.name for f in self.sequences))
+
+  def to_dict(self) -> dict:
+    """A JSON-serialisable description; `Schema.from_dict(s.to_dict()) == s`."""
+    return {
+        "sparse": [dataclasses.asdict(f) for f in self.sparse],
+        "dense": list(self.dense),
+        "sequences": [dataclasses.asdict(f) for f in self.sequences],
+    }
+
+  @classmethod
+  def from_dict(cls, d: Mapping) -> Schema:
+    """Inverse of `to_dict`."""
+    return cls(
+        sparse=tuple(SparseFeature(**f) for f in d.get("sparse", ())),
+        dense=tuple(d.get("dense", ())),
+        sequences=tuple(SequenceFeature(**f) for f in d.get("sequences", ())),
+    )
+
+  def select(self, names, arrays: Mapping[str, np.ndarray] | None = None):
+    """Keeps only the features in `names` (schema order is kept; the order of `names` is ignored).
+
+    Args:
+      names: feature names to keep; empty or None keeps all.
+      arrays: optional Batch-format dict whose `sparse` / `dense` columns and `seq/*` keys are cut to match;
+        non-feature keys (`label`, `group_id`, `time`, `mask`) pass through. A sequence group left without
+        features loses its `seq_len/<group>` key; an empty `dense` / `sparse` block loses its key.
+
+    Returns:
+      The new Schema, or `(schema, arrays)` when `arrays` is given.
+
+    Raises:
+      ConfigError: naming an unknown feature and listing the known ones.
+    """
+    from recjax.errors import ConfigError
+    if not names:
+      return self if arrays is None else (self, dict(arrays))
+    keep = set(names)
+    unknown = [n for n in names if n not in set(self.feature_names)]
+    if unknown:
+      raise ConfigError(
+          f"dataset.features: unknown feature(s) {unknown}; known features: {list(self.feature_names)}")
+    sp_idx = [i for i, f in enumerate(self.sparse) if f.name in keep]
+    de_idx = [i for i, n in enumerate(self.dense) if n in keep]
+    new = Schema(
+        sparse=tuple(self.sparse[i] for i in sp_idx),
+        dense=tuple(self.dense[i] for i in de_idx),
+        sequences=tuple(f for f in self.sequences if f.name in keep),
+    )
+    if arrays is None:
+      return new
+    out = {}
+    for k, v in arrays.items():
+      if k == "sparse":
+        if sp_idx:
+          out[k] = v[:, sp_idx] if len(sp_idx) < v.shape[1] else v
+      elif k == "dense":
+        if de_idx:
+          out[k] = v[:, de_idx] if len(de_idx) < v.shape[1] else v
+      elif k.startswith("seq/"):
+        if k[4:] in keep:
+          out[k] = v
+      elif k.startswith("seq_len/"):
+        if k[8:] in new.sequence_groups:
+          out[k] = v
+      else:
+        out[k] = v
+    return new, out

@@ -1,0 +1,122 @@
+"""Cache of preprocessed dataset arrays, so a second run starts in well under a second.
+
+Key: sha256 over the source files' md5s, the preprocessing options (sorted-key JSON) and `CODE_VERSION`
+(bump it whenever a source's preprocessing changes). Store: one uncompressed `.npz` per key holding every
+split's arrays plus a `__meta__` member (JSON: key, schema, meta), and a human-readable `.json` sidecar
+with the same metadata. The `.npz` alone is authoritative.
+
+Atomicity: each file is written to a temporary file in the same directory and moved into place with
+`os.replace`, so a killed run leaves either no cache or a complete one. A file that does not load
+(truncated, bad CRC, missing members, wrong key) counts as a miss and is rebuilt.
+
+Location (`cache_dir`): `$RECJAX_CACHE_DIR` if set, else `<data_dir>/.recjax_cache` if writable, else
+`~/.cache/recjax/cache` (shared data directories are often read-only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from recjax.data.datadir import file_md5
+
+CODE_VERSION = 1
+ENV_CACHE_DIR = "RECJAX_CACHE_DIR"
+_META = "__meta__"
+_SEP = "::"
+
+
+def _writable(d: pathlib.Path) -> bool:
+  try:
+    d.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=d, prefix=".probe-"):
+      pass
+    return True
+  except OSError:
+    return False
+
+
+def cache_dir(data_dir: str | os.PathLike) -> pathlib.Path:
+  """The cache directory (see module docstring); created if needed."""
+  env = os.environ.get(ENV_CACHE_DIR)
+  if env:
+    d = pathlib.Path(env).expanduser()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+  d = pathlib.Path(data_dir) / ".recjax_cache"
+  if _writable(d):
+    return d
+  d = pathlib.Path("~/.cache/recjax/cache").expanduser()
+  d.mkdir(parents=True, exist_ok=True)
+  return d
+
+
+def cache_key(files: Mapping[str, os.PathLike], options: Mapping) -> str:
+  """Hex sha256 of (CODE_VERSION, options as sorted JSON, {file name: md5 of its bytes})."""
+  payload = {
+      "code_version": CODE_VERSION,
+      "options": options,
+      "files": {name: file_md5(p) for name, p in sorted(files.items())},
+  }
+  return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_path(directory: pathlib.Path, prefix: str, key: str) -> pathlib.Path:
+  return pathlib.Path(directory) / f"{prefix}-{key[:20]}.npz"
+
+
+def save(path: pathlib.Path, key: str, splits: Mapping[str, Mapping[str, np.ndarray]], info: Mapping) -> None:
+  """Writes `splits` ({split: {name: array}}) and `info` (JSON-serialisable) atomically to `path`."""
+  path = pathlib.Path(path)
+  meta = json.dumps({"key": key, **info}, sort_keys=True, default=str)
+  flat = {f"{s}{_SEP}{k}": v for s, arrays in splits.items() for k, v in arrays.items()}
+  flat[_META] = np.frombuffer(meta.encode(), np.uint8)
+  _atomic_write(path, lambda f: np.savez(f, **flat))
+  _atomic_write(path.with_suffix(".json"), lambda f: f.write(meta.encode()))
+
+
+def load(path: pathlib.Path, key: str) -> tuple[dict[str, dict[str, np.ndarray]], dict] | None:
+  """The cached (splits, info) at `path`, or None if absent, unreadable, corrupt or for another key.
+
+  Every member is read fully, so zip CRC-32 checks catch damaged bytes.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      info = json.loads(bytes(z[_META]).decode())
+      if info.pop("key", None) != key:
+        return None
+      splits: dict[str, dict[str, np.ndarray]] = {}
+      for name in z.files:
+        if name == _META:
+          continue
+        s, k = name.split(_SEP, 1)
+        splits.setdefault(s, {})[k] = z[name]
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError):
+    return None
+  return splits, info
+
+
+def _atomic_write(path: pathlib.Path, write) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except OSError:
+      pass
+    raise
