@@ -1,0 +1,2 @@
+"""GDPA: reference, Pallas kernels (TPU / Triton-lowered GPU) and dispatcher."""
+from pallas_kernels.gdpa.api import gdpa
