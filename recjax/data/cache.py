@@ -113,6 +113,7 @@ def _atomic_write(path: pathlib.Path, write) -> None:
       write(f)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
   except BaseException:
     try:

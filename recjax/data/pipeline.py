@@ -32,7 +32,7 @@ READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 def num_examples(arrays: Arrays) -> int:
   """N, the number of rows (length of `label`)."""
-  return int(len(arrays["label"]))
+  return len(arrays["label"])
 
 
 def _gather(arrays: Arrays, batch_size: int, idx: np.ndarray) -> dict[str, np.ndarray]:

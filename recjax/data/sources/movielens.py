@@ -47,15 +47,21 @@ from recjax.data.schema import Schema, SequenceFeature, SparseFeature
 from recjax.errors import ConfigError, DataError
 
 # config.dataset fields of this source (experiment configs start from a copy of this dict).
-DEFAULTS: dict = dict(
-    name="movielens",
-    variant="ml-100k",      # only ml-100k is implemented
-    data_dir="",            # "" = resolve: $RECJAX_DATA_DIR, then ~/.cache/recjax
-    max_seq_len=50,         # T of the "hist" group (issue 2)
-    history_ratings=True,   # our choice: add hist_rating (ratings of earlier items, no leakage)
-    features=(),            # feature names to keep; () = all
-    use_cache=True,         # cache the preprocessed arrays (see recjax.data.cache)
-)
+DEFAULTS: dict = {
+    "name": "movielens",
+    "variant": "ml-100k",       # only ml-100k is implemented
+    "data_dir": "",             # "" = resolve: $RECJAX_DATA_DIR, then ~/.cache/recjax
+    "max_seq_len": 50,          # T of the "hist" group (issue 2)
+    "history_ratings": True,    # our choice: add hist_rating (ratings of earlier items, no leakage)
+    "features": (),             # feature names to keep; () = all
+    "use_cache": True,          # cache the preprocessed arrays (see recjax.data.cache)
+}
+
+
+def default_config():
+  """`DEFAULTS` as an ml_collections.ConfigDict (for `config.dataset`)."""
+  import ml_collections
+  return ml_collections.ConfigDict(dict(DEFAULTS))
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 FOLDER = "ml-100k"
@@ -376,7 +382,7 @@ def build(cfg, files: dict[str, pathlib.Path]):
       sequences=tuple(sequences),
   )
   meta = {
-      "num_ratings": int(len(user)), "num_users": int(len(users["id"])), "num_items": int(len(items["id"])),
+      "num_ratings": len(user), "num_users": len(users["id"]), "num_items": len(items["id"]),
       "label": "rating >= 4", "release_year_mean": mu, "release_year_std": sd,
       "split": "per user by (timestamp, file order): last floor(n/10) test, floor(n/10) before valid",
   }
