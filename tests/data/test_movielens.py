@@ -63,7 +63,7 @@ def test_fixture_split_counts_per_user(ml_dir):
   counts = {s: np.bincount(ds.split(s)["group_id"], minlength=5)[1:].tolist() for s in SPLITS}
   assert counts == {"train": [17, 8, 9, 0], "valid": [2, 1, 0, 0], "test": [2, 1, 0, 0]}
   # user 1: ties at 3 times; the last in (time, file order) are i = 17, 20 (test) and 11, 14 (valid).
-  u1 = lambda s: ds.split(s)["group_id"] == 1  # noqa: E731
+  u1 = lambda s: ds.split(s)["group_id"] == 1
   np.testing.assert_array_equal(ds.test["sparse"][u1("test"), 1], [17 % 6 + 1, 20 % 6 + 1])
   np.testing.assert_array_equal(ds.valid["sparse"][u1("valid"), 1], [11 % 6 + 1, 14 % 6 + 1])
   # user 2: test is (item 4, t=1000, rating 5), valid (item 2, t=900, rating 4).
