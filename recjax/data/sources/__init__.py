@@ -21,6 +21,7 @@ from recjax.errors import ConfigError
 
 SOURCES: dict[str, str] = {
     "movielens": "recjax.data.sources.movielens",
+    "amazon": "recjax.data.sources.amazon",
 }
 
 
