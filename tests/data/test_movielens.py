@@ -261,3 +261,9 @@ def test_real_histories_match_oracle(real):
   d, ds = real
   raw = np.loadtxt(d / "ml-100k" / "u.data", dtype=np.int64)
   check_against_oracle(ds, [tuple(r) for r in raw.tolist()], 50)
+
+
+def test_real_file_matches_official_md5(real):
+  from recjax.data.datadir import file_md5
+  d, _ = real
+  assert file_md5(d / "ml-100k" / "u.data") == movielens.MD5S["u.data"]
