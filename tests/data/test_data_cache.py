@@ -55,7 +55,8 @@ def test_key_changes_with_options_and_file_content(ml_dir):
 def test_damaged_cache_is_rebuilt(ml_dir, damage):
   first = load_dataset(cfg(ml_dir))
   path = first.meta["cache_path"]
-  data = open(path, "rb").read()
+  with open(path, "rb") as f:
+    data = f.read()
   if damage == "truncate":
     data = data[:len(data) // 2]
   elif damage == "flip":

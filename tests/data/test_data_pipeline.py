@@ -43,7 +43,7 @@ def test_train_epochs_shuffled_deterministic_fixed_size():
     np.testing.assert_array_equal(b["mask"], np.ones(3, np.float32))
     assert b["sparse"].dtype == np.int32 and b["mask"].dtype == np.float32
     check_aligned(b)
-  epochs = [sum((rows_of(b) for b in batches[3 * e:3 * e + 3]), []) for e in range(4)]
+  epochs = [[r for b in batches[3 * e:3 * e + 3] for r in rows_of(b)] for e in range(4)]
   for e, rows in enumerate(epochs):
     assert len(set(rows)) == 9                                     # no repeats within an epoch
     assert rows == pipeline.epoch_permutation(7, e, 10)[:9].tolist()
@@ -90,7 +90,7 @@ def test_eval_batches_pad_last_and_cover_each_row_once():
   bs = list(pipeline.eval_batches(a, 4))
   assert [b["label"].shape for b in bs] == [(4,)] * 3
   assert [b["mask"].tolist() for b in bs] == [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]]
-  assert sum((rows_of(b) for b in bs), []) == list(range(10)) + [0, 0]
+  assert [r for b in bs for r in rows_of(b)] == [*range(10), 0, 0]
   for b in bs:
     check_aligned(b)
   # a masked sum over the stream equals the sum over the split

@@ -189,7 +189,7 @@ def test_unknown_feature_and_dataset_and_bad_config(ml_dir):
   with pytest.raises(ConfigError) as e:
     load_dataset(cfg(ml_dir, features=["item_id", "colour"]))
   assert "'colour'" in str(e.value) and "'hist_item'" in str(e.value) and "'zip_prefix'" in str(e.value)
-  with pytest.raises(ConfigError, match=r"unknown dataset 'movielen'.*\['movielens'"):
+  with pytest.raises(ConfigError, match=r"unknown dataset 'movielen'; known datasets: \[.*'movielens'"):
     load_dataset(cfg(ml_dir, name="movielen"))
   with pytest.raises(ConfigError, match="max_seq_len"):
     load_dataset(cfg(ml_dir, max_seq_len=0))
