@@ -22,6 +22,7 @@ from recjax.errors import ConfigError
 SOURCES: dict[str, str] = {
     "movielens": "recjax.data.sources.movielens",
     "amazon": "recjax.data.sources.amazon",
+    "taobao_userbehavior": "recjax.data.sources.taobao_userbehavior",
 }
 
 
