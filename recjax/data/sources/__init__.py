@@ -23,6 +23,7 @@ SOURCES: dict[str, str] = {
     "movielens": "recjax.data.sources.movielens",
     "amazon": "recjax.data.sources.amazon",
     "taobao_userbehavior": "recjax.data.sources.taobao_userbehavior",
+    "criteo": "recjax.data.sources.criteo",
 }
 
 
