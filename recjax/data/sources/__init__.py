@@ -24,6 +24,7 @@ SOURCES: dict[str, str] = {
     "amazon": "recjax.data.sources.amazon",
     "taobao_userbehavior": "recjax.data.sources.taobao_userbehavior",
     "criteo": "recjax.data.sources.criteo",
+    "taobao_ad": "recjax.data.sources.taobao_ad",
 }
 
 
