@@ -25,6 +25,7 @@ SOURCES: dict[str, str] = {
     "taobao_userbehavior": "recjax.data.sources.taobao_userbehavior",
     "criteo": "recjax.data.sources.criteo",
     "taobao_ad": "recjax.data.sources.taobao_ad",
+    "synthetic": "recjax.data.sources.synthetic",
 }
 
 
