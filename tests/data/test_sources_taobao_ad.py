@@ -54,7 +54,6 @@ def test_dmr_fixture(tmp_path, cache_dir):
   for s in SPLITS:                                   # stratified: 6 positives -> 5/1/0 (round 4.8, 0.6)
     assert ds.split(s)["label"].sum() == {"train": 5, "valid": 1, "test": 0}[s]
   allrows = {s: ds.split(s) for s in SPLITS}
-  tr = allrows["train"]
   # Vocabulary of table cate_id: train target cate_id values + train history cate tokens, sorted -> ids 2..
   cat = {}
   for s in SPLITS:

@@ -84,7 +84,7 @@ def prepare(cfg, data_dir: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def preprocess_options(cfg) -> dict:
-  cat, folder, t, seed = _check_cfg(cfg)
+  cat, _, t, seed = _check_cfg(cfg)
   return {"category": cat, "max_seq_len": t, "seed": seed}
 
 
@@ -210,8 +210,8 @@ def build(cfg, files: dict[str, pathlib.Path]):
                  SequenceFeature("hist_category", n_cat, t, group="hist", table="category")),
   )
   meta = {
-      "num_users": int(len(np.unique(user))), "num_interactions": int(len(user)), "num_items": int(pool.size),
-      "num_categories": int(len(np.unique(cat_of[cat_of > 0]))),
+      "num_users": len(np.unique(user)), "num_interactions": len(user), "num_items": int(pool.size),
+      "num_categories": len(np.unique(cat_of[cat_of > 0])),
       "items_without_attributes": int(np.sum(cat_of[1:int(item.max()) + 1] == 0)),
       "label": "1 = the user's next item, 0 = a sampled item the user never interacted with",
       "split": "leave-one-out: last position test, second last valid (with their negatives), rest train",

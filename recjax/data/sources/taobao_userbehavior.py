@@ -211,8 +211,8 @@ def build(cfg, files: dict[str, pathlib.Path]):
       sequences=tuple(sequences),
   )
   meta = {
-      "num_events": int(len(uid)), "num_users": int(len(users)), "num_items": int(len(items)),
-      "num_categories": int(len(cats)), "negatives_outside_category": int(fb.size),
+      "num_events": len(uid), "num_users": len(users), "num_items": len(items),
+      "num_categories": len(cats), "negatives_outside_category": int(fb.size),
       "events_per_behavior": {b: int(np.sum(btag == k)) for k, b in enumerate(BEHAVIORS, 1)},
       "label": "1 = the user's event, 0 = a sampled item (same category when possible) the user never touches",
       "split": "per user by (timestamp, file order) over events: last floor(n/10) test, floor(n/10) before valid",
