@@ -160,6 +160,7 @@ def _kv_ranges(p, ql, kl, nq, bq, bk):
   wl, wr = masks.window_bounds(p.window)
   iq = jnp.arange(nq, dtype=jnp.int32)[None, :]
   first, last = masks.kv_block_range(iq, bq, bk, ql[:, None], kl[:, None], wl, wr)
+  first = jnp.broadcast_to(first, last.shape)
   return first.reshape(-1).astype(jnp.int32), last.reshape(-1).astype(jnp.int32)
 
 
@@ -167,6 +168,7 @@ def _q_ranges(p, ql, kl, nk, bq, bk):
   wl, wr = masks.window_bounds(p.window)
   ik = jnp.arange(nk, dtype=jnp.int32)[None, :]
   first, last = masks.q_block_range(ik, bq, bk, ql[:, None], kl[:, None], wl, wr)
+  first = jnp.broadcast_to(first, last.shape)
   return first.reshape(-1).astype(jnp.int32), last.reshape(-1).astype(jnp.int32)
 
 

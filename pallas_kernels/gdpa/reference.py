@@ -9,13 +9,13 @@ from pallas_kernels import activations as acts
 from pallas_kernels import masks
 
 
-def compute_dtype(dtype):
+def reference_compute_dtype(dtype):
   """float32 for f32/bf16/f16 inputs, float64 for f64 inputs (used by the float64 test oracle)."""
   return jnp.promote_types(dtype, jnp.float32)
 
 
 def gdpa(q, k, v, *, activation="silu", q_lengths=None, kv_lengths=None, window=None,
-         pre_scale=1.0, post_scale=1.0):
+         pre_scale=1.0, post_scale=1.0, compute_dtype=None):
   """Generalized dot-product attention, materialising the [B, H, Tq, Tk] scores.
 
   out[b,i,h] = post_scale · Σ_j visible(b,i,j) · act_h(pre_scale · q[b,i,h]·k[b,j,g(h)]) · v[b,j,g(h)]
@@ -28,6 +28,9 @@ def gdpa(q, k, v, *, activation="silu", q_lengths=None, kv_lengths=None, window=
     window: None, int w, or (wl, wr).
     pre_scale, post_scale: Python floats.
 
+    compute_dtype: dtype of the intermediate math; default float32 (float64 for f64 inputs). The tests
+      set it to the input dtype to get the "naive same-precision" baseline of the tolerance rule.
+
   Returns:
     [B, Tq, H, Dv] in q's dtype; padded query rows are 0. Accumulates in float32 (float64 for f64 input).
 
@@ -39,7 +42,7 @@ def gdpa(q, k, v, *, activation="silu", q_lengths=None, kv_lengths=None, window=
   window = masks.normalize_window(window)
   ql = masks.check_lengths(q_lengths, b, tq, "q_lengths")
   kl = masks.check_lengths(kv_lengths, b, tk, "kv_lengths")
-  ct = compute_dtype(q.dtype)
+  ct = compute_dtype or reference_compute_dtype(q.dtype)
   group = h // hkv
   kk = jnp.repeat(k.astype(ct), group, axis=2)
   vv = jnp.repeat(v.astype(ct), group, axis=2)

@@ -11,7 +11,8 @@ from pallas_kernels import masks
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def sliding_window_attention(q, k, v, *, window, q_lengths=None, kv_lengths=None, scale=None):
+def sliding_window_attention(q, k, v, *, window, q_lengths=None, kv_lengths=None, scale=None,
+                             compute_dtype=None):
   """Softmax attention restricted to the visible keys, materialising the [B, H, Tq, Tk] scores.
 
   Args:
@@ -20,6 +21,9 @@ def sliding_window_attention(q, k, v, *, window, q_lengths=None, kv_lengths=None
     window: None, int w (|i − j| ≤ w) or (wl, wr) (i − wl ≤ j ≤ i + wr).
     q_lengths, kv_lengths: [B] int, or None.
     scale: multiplies q·k before the softmax; default 1/√D.
+
+    compute_dtype: dtype of the intermediate math; default float32 (float64 for f64 inputs). The tests
+      set it to the input dtype to get the "naive same-precision" baseline of the tolerance rule.
 
   Returns:
     [B, Tq, H, Dv] in q's dtype. Rows with no visible key (padding rows included) are 0. Computes in
@@ -32,7 +36,7 @@ def sliding_window_attention(q, k, v, *, window, q_lengths=None, kv_lengths=None
   window = masks.normalize_window(window)
   ql = masks.check_lengths(q_lengths, b, tq, "q_lengths")
   kl = masks.check_lengths(kv_lengths, b, tk, "kv_lengths")
-  ct = jnp.promote_types(q.dtype, jnp.float32)
+  ct = compute_dtype or jnp.promote_types(q.dtype, jnp.float32)
   if scale is None:
     scale = 1.0 / float(q.shape[-1]) ** 0.5
   group = h // hkv
