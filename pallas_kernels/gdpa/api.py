@@ -58,8 +58,9 @@ def gdpa(q, k, v, *, activation="silu", q_lengths=None, kv_lengths=None, window=
 
   def run(name, qq, kk, vv):
     p = _flash.FlashParams(mode="gdpa", activation=name, scale=pre_scale, post_scale=post_scale,
-                           window=window, block_q=block_q or DEFAULT_BLOCK_Q,
-                           block_k=block_k or DEFAULT_BLOCK_K, backend=backend, interpret=interpret,
+                           window=window, block_q=DEFAULT_BLOCK_Q if block_q is None else block_q,
+                           block_k=DEFAULT_BLOCK_K if block_k is None else block_k, backend=backend,
+                           interpret=interpret,
                            backward=backward)
 
     def ref(a, bb, c, qlen, klen):
