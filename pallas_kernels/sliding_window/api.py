@@ -42,9 +42,10 @@ def sliding_window_attention(q, k, v, *, window, q_lengths=None, kv_lengths=None
   if kind == "xla":
     return reference.sliding_window_attention(q, k, v, window=window, q_lengths=ql, kv_lengths=kl,
                                               scale=scale)
-  p = _flash.FlashParams(mode="softmax", scale=scale, window=window, block_q=DEFAULT_BLOCK_Q if block_q is None else block_q,
-                         block_k=DEFAULT_BLOCK_K if block_k is None else block_k, backend=backend, interpret=interpret,
-                         backward=backward)
+  p = _flash.FlashParams(mode="softmax", scale=scale, window=window,
+                         block_q=DEFAULT_BLOCK_Q if block_q is None else block_q,
+                         block_k=DEFAULT_BLOCK_K if block_k is None else block_k, backend=backend,
+                         interpret=interpret, backward=backward)
 
   def ref(a, bb, c, qlen, klen):
     return reference.sliding_window_attention(a, bb, c, window=window, q_lengths=qlen, kv_lengths=klen,
