@@ -13,6 +13,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, `path.py:variant`.", lock_config=True)
@@ -24,6 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/grain log every save at INFO
   logging.getLogger("recjax").setLevel(logging.INFO)
   config = _CONFIG.value
   import jax
@@ -42,5 +44,19 @@ def main(argv):
         f"| {res['train_examples_per_sec'] or 0:.0f} train ex/s | {_WORKDIR.value}/results.json")
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with unknown or ill-typed `--config.*` fields reported in one paragraph."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    msg = str(e.args[0] if e.args else e).strip("'\"").replace("\\n", " ").replace("\n", " ")
+    kind = "unknown config field" if isinstance(e, (AttributeError, KeyError)) else "bad flag value"
+    print(f"error: {kind}: {msg}. Config overrides given: "
+          f"{[a for a in argv[1:] if a.startswith('--config.')]}. Usage: python experiments/run.py "
+          f"--config experiments/configs/<model>.py:<variant> --workdir DIR [--config.<field>=<value> ...]",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

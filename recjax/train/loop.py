@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -230,14 +231,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if start is not None:
     state, best_params, meta = ckpt.restore(
         start, abstract_with_shardings(state, state_sh), abstract_with_shardings(best_params, state_sh.params))
-    log.info("resumed from %s at step %d", ckpt.directory, start)
+    print(f"resuming from {ckpt.directory} at step {start}", file=sys.stderr)
   start = int(state.step)
   it = pipeline.train_iterator(data.train, bsz, seed=config.seed, start_state=meta["data_iter"])
 
   mlog = _MetricsLog(workdir, start)
   n_params = param_count(state.params)
-  log.info("%s on %s: %d params, %d train examples, mesh %s", config.model.name, data.name, n_params,
-           n_train, dict(mesh.shape))
+  if progress and jax.process_index() == 0:
+    print(f"{config.model.name} on {data.name}: {n_params:,} params, {n_train:,} train examples, "
+          f"mesh {dict(mesh.shape)}", file=sys.stderr)
 
   pending: list[tuple[int, jax.Array]] = []
   t_first, steps_timed, t_eval = None, 0, 0.0
