@@ -79,8 +79,11 @@ def _threshold(diag_masked, eps, eps_mode, stop_rule):
 
 def _select(d2, t, done, thresh, check_first):
   """argmax (lowest index on ties) and whether step t accepts it."""
-  j = jnp.argmax(d2).astype(jnp.int32)
-  gain = d2[j]
+  # max + first index attaining it: same result as jnp.argmax (no NaNs here), but two plain reductions
+  # instead of XLA:CPU's slower variadic (value, index) reduce.
+  gain = jnp.max(d2)
+  j = jnp.min(jnp.where(d2 == gain, jnp.arange(d2.shape[0], dtype=jnp.int32), d2.shape[0]))
+  j = jnp.minimum(j, d2.shape[0] - 1)
   first_ok = gain >= thresh if check_first else gain > -jnp.inf
   ok = ~done & jnp.where(t == 0, first_ok, gain >= thresh)
   return j, gain, ok
@@ -138,12 +141,23 @@ def _batched(fn, n_batch_dims, *args):
   return fn(*args)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block"))
-def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block):
+def _chunked(one, chunk, *args):
+  """vmap over the leading axis in chunks of `chunk` requests (lax.map), so that each chunk's [chunk, k, M]
+  Cholesky buffer stays in cache for all k steps instead of streaming every request's buffer each step."""
+  r = args[0].shape[0]
+  if chunk is None or r <= chunk:
+    return jax.vmap(one)(*args)
+  return lax.map(lambda a: one(*a), args, batch_size=chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk"))
+def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block, chunk=None):
   def one(l, msk):
     return _greedy_single(lambda j: lax.dynamic_index_in_dim(l, j, 0, keepdims=False),
                           jnp.diagonal(l), msk, k, eps, eps_mode, stop_rule, block)
-  return _batched(one, L.ndim - 2, L, mask)
+  if L.ndim == 2:
+    return one(L, mask)
+  return _chunked(one, chunk, L, mask)
 
 
 def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", stop_rule="epsilon"):
