@@ -230,14 +230,15 @@ def _tpu_call_fwd(p, q, k, v, ql, kl, bq, bk):
   nsteps = _steps(p, bq, bk, nk)
   first, last = _kv_ranges(p, ql, kl, nq, bq, bk)
   inner = _tpu_inner_index(nq, nsteps)
+  kv_index = lambda b, hh, i, j, f, l, *r: (b, hh // g, inner(b, i, j, f, l), 0)
   from jax.experimental.pallas import tpu as pltpu
   grid_spec = pltpu.PrefetchScalarGridSpec(
       num_scalar_prefetch=4,
       grid=(bsz, h, nq, nsteps),
       in_specs=[
           pl.BlockSpec((None, None, bq, d), lambda b, hh, i, j, *r: (b, hh, i, 0)),
-          pl.BlockSpec((None, None, bk, d), lambda b, hh, i, j, f, l, *r: (b, hh // g, inner(b, i, j, f, l), 0)),
-          pl.BlockSpec((None, None, bk, dv), lambda b, hh, i, j, f, l, *r: (b, hh // g, inner(b, i, j, f, l), 0)),
+          pl.BlockSpec((None, None, bk, d), kv_index),
+          pl.BlockSpec((None, None, bk, dv), kv_index),
       ],
       out_specs=[
           pl.BlockSpec((None, None, bq, dv), lambda b, hh, i, j, *r: (b, hh, i, 0)),
@@ -249,7 +250,8 @@ def _tpu_call_fwd(p, q, k, v, ql, kl, bq, bk):
   return pl.pallas_call(
       kernel,
       grid_spec=grid_spec,
-      out_shape=[jax.ShapeDtypeStruct((bsz, h, tq, dv), q.dtype), jax.ShapeDtypeStruct((bsz, h, tq, 1), _F32)],
+      out_shape=[jax.ShapeDtypeStruct((bsz, h, tq, dv), q.dtype),
+                 jax.ShapeDtypeStruct((bsz, h, tq, 1), _F32)],
       compiler_params=_tpu_params(),
       interpret=p.interpret,
       name=f"{p.mode}_fwd",
@@ -357,9 +359,11 @@ def _tpu_call_bwd(p, q, k, v, do, lse, delta, ql, kl, bq, bk):
           grid=(bsz, h, nk, nsteps),
           in_specs=[q_spec(d), pl.BlockSpec((None, None, bk, d), outer_k),
                     pl.BlockSpec((None, None, bk, dv), outer_k), q_spec(dv), q_spec(1), q_spec(1)],
-          out_specs=[pl.BlockSpec((None, None, bk, d), outer_kh), pl.BlockSpec((None, None, bk, dv), outer_kh)],
+          out_specs=[pl.BlockSpec((None, None, bk, d), outer_kh),
+                     pl.BlockSpec((None, None, bk, dv), outer_kh)],
           scratch_shapes=[pltpu.VMEM((bk, d), _F32), pltpu.VMEM((bk, dv), _F32)]),
-      out_shape=[jax.ShapeDtypeStruct((bsz, h, tk, d), _F32), jax.ShapeDtypeStruct((bsz, h, tk, dv), _F32)],
+      out_shape=[jax.ShapeDtypeStruct((bsz, h, tk, d), _F32),
+                 jax.ShapeDtypeStruct((bsz, h, tk, dv), _F32)],
       compiler_params=_tpu_params(),
       interpret=p.interpret,
       name=f"{p.mode}_bwd_dkv",
@@ -413,7 +417,8 @@ def _triton_call_fwd(p, q, k, v, ql, kl, bq, bk):
                 pl.BlockSpec((None, None, tk, dv), lambda i, b, hh: (b, hh // g, 0, 0))],
       out_specs=[pl.BlockSpec((None, None, bq, dv), lambda i, b, hh: (b, hh, i, 0)),
                  pl.BlockSpec((None, None, bq, 1), lambda i, b, hh: (b, hh, i, 0))],
-      out_shape=[jax.ShapeDtypeStruct((bsz, h, tq, dv), q.dtype), jax.ShapeDtypeStruct((bsz, h, tq, 1), _F32)],
+      out_shape=[jax.ShapeDtypeStruct((bsz, h, tq, dv), q.dtype),
+                 jax.ShapeDtypeStruct((bsz, h, tq, 1), _F32)],
       compiler_params=None if p.interpret else _triton_params(d),
       interpret=p.interpret,
       name=f"{p.mode}_fwd_triton",
@@ -491,7 +496,8 @@ def _triton_call_bwd(p, q, k, v, do, lse, delta, ql, kl, bq, bk):
       in_specs=[whole(first), whole(last), whole(ql), whole(kl), row_q(d), blk_k(d), blk_k(dv),
                 row_q(dv), row_q(1), row_q(1)],
       out_specs=[blk_kh(d), blk_kh(dv)],
-      out_shape=[jax.ShapeDtypeStruct((bsz, h, tk, d), _F32), jax.ShapeDtypeStruct((bsz, h, tk, dv), _F32)],
+      out_shape=[jax.ShapeDtypeStruct((bsz, h, tk, d), _F32),
+                 jax.ShapeDtypeStruct((bsz, h, tk, dv), _F32)],
       compiler_params=cp, interpret=p.interpret, name=f"{p.mode}_bwd_dkv_triton",
   )(first, last, ql, kl, q, k, v, do, lse, delta)
   return dq, dk, dv_

@@ -117,7 +117,8 @@ def main(argv=None):
   reps = args.reps or (3 if cpu else 10)
   max_pairs = args.max_pairs if args.max_pairs is not None else (2.0 ** 27 if cpu else float("inf"))
   ops = args.ops.split(",")
-  impls = args.impls.split(",") if args.impls else ["pallas", "xla", "dpa_xla"] + ([] if cpu else ["dpa_cudnn"])
+  default_impls = ["pallas", "xla", "dpa_xla"] + ([] if cpu else ["dpa_cudnn"])
+  impls = args.impls.split(",") if args.impls else default_impls
   n = 0
   times = {}
   for op in ops:
@@ -164,7 +165,8 @@ def main(argv=None):
                   fwd_speedup=round(base["fwd_ms"] / rec["fwd_ms"], 2), interpret=rec.get("interpret"),
                   backend=jax.default_backend())
       if base.get("bwd_ms") and rec.get("bwd_ms"):
-        line["fwdbwd_speedup"] = round((base["fwd_ms"] + base["bwd_ms"]) / (rec["fwd_ms"] + rec["bwd_ms"]), 2)
+        total = lambda r: r["fwd_ms"] + r["bwd_ms"]
+        line["fwdbwd_speedup"] = round(total(base) / total(rec), 2)
       print(json.dumps(line), flush=True)
 
 

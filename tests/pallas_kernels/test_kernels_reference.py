@@ -36,7 +36,7 @@ NP_ACTS["gelu"] = lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2)))
 def _np_gdpa(q, k, v, acts, ql, kl, window, alpha, c):
   """Loop oracle: per (b, h), visible rows/cols only, float64."""
   b, tq, h, _ = q.shape
-  tk, hkv = k.shape[1], k.shape[2]
+  hkv = k.shape[2]
   out = np.zeros(q.shape[:3] + (v.shape[3],))
   wl, wr = window if window is not None else (10 ** 9, 10 ** 9)
   for bi in range(b):
