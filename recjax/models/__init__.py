@@ -8,10 +8,12 @@ import flax.linen as nn
 
 from recjax.data.schema import Schema
 from recjax.errors import ConfigError
+from recjax.models.baselines import DIN, DNN, DCNv2, dcnv2_config, din_config, dnn_config
 from recjax.models.interformer import InterFormer, default_config as interformer_config
 
-REGISTRY = {"interformer": InterFormer}
-DEFAULT_CONFIGS = {"interformer": interformer_config}
+REGISTRY = {"interformer": InterFormer, "dnn": DNN, "dcnv2": DCNv2, "din": DIN}
+DEFAULT_CONFIGS = {"interformer": interformer_config, "dnn": dnn_config, "dcnv2": dcnv2_config,
+                   "din": din_config}
 
 
 def build_model(schema: Schema, model_cfg: Any) -> nn.Module:
@@ -34,4 +36,4 @@ def build_model(schema: Schema, model_cfg: Any) -> nn.Module:
   return REGISTRY[name](schema=schema, config=model_cfg)
 
 
-__all__ = ["build_model", "REGISTRY", "DEFAULT_CONFIGS", "InterFormer"]
+__all__ = ["DEFAULT_CONFIGS", "DIN", "DNN", "REGISTRY", "DCNv2", "InterFormer", "build_model"]
