@@ -200,7 +200,6 @@ class _SSummary(nn.Module):
 
   @nn.compact
   def __call__(self, s, mask, lengths, *, train):
-    b, length, d = s.shape
     c, k = self.num_cls, self.num_recent
     parts = [s[:, :c]]
     if self.num_pma:
@@ -378,7 +377,7 @@ class InterFormer(nn.Module):
       s = MaskNet(d, cfg["masknet_hidden"] or None, cfg["masknet_mask_sigmoid"], dtype, name=f"masknet_{name}")(s_cat)
       s = s * item_mask[:, :, None].astype(s.dtype)
       mask = jnp.concatenate([jnp.ones((s.shape[0], c), bool), item_mask], axis=1)
-      streams.append(dict(name=name, t=t, s=s, mask=mask, lengths=lengths))
+      streams.append({"name": name, "t": t, "s": s, "mask": mask, "lengths": lengths})
 
     def xsum_mod(l):
       return _XSummary(c, cfg["xsum_compress"], cfg["gating"], cfg["gating_mlp"], dtype, name=f"cross_{l}_xsum")

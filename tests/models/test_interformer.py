@@ -56,9 +56,14 @@ def fake_params(model, batch, seed=0):
 
 
 def init_apply(cfg, sch, batch):
+  """Builds the model, fake params, and runs it eagerly (op-by-op: after the first test every op is
+  already compiled, which is much cheaper than one XLA compile per config on CPU)."""
   model = build_model(sch, cfg)
   p = fake_params(model, batch)
-  fn = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False, return_features=True))
+
+  def fn(p, b):
+    return model.apply({"params": p}, b, train=False, return_features=True)
+
   return model, p, fn, fn(p, batch)
 
 
@@ -87,7 +92,7 @@ def test_shapes_through_every_layer_and_padded_rows_zero():
 def test_cls_tokens_are_layer1_xsum():
   sch = schema()
   batch = make_batch(sch)
-  model, p, _, (_, f) = init_apply(tiny_config(), sch, batch)
+  _, p, _, (_, f) = init_apply(tiny_config(), sch, batch)
   # CLS rows of S^(1) equal layer 1's X_sum of X^(1) (cls_source=shared_with_layer1).
   from recjax.models.interformer import _XSummary
   xs = _XSummary(4, "lce", "x_sigmoid", "per_token", jnp.float32).apply(
@@ -145,7 +150,7 @@ def test_params_carry_only_allowed_logical_axes():
 def test_all_empty_sequences_are_finite():
   sch = schema()
   batch = make_batch(sch, lengths=[0, 0, 0, 0])
-  model, params, _, (logits, f) = init_apply(tiny_config(), sch, batch)
+  _, _, _, (logits, f) = init_apply(tiny_config(), sch, batch)
   assert np.all(np.isfinite(np.asarray(logits)))
   # Recent slots are zero before gating: S_sum's recent rows equal the gate of 0, which is 0 (x_sigmoid).
   np.testing.assert_array_equal(np.asarray(f["s_sum"][:, 6:]), 0.0)
@@ -171,7 +176,7 @@ def test_recent_tokens_zero_padded_slots():
 def test_no_dense_and_no_sequences():
   sch = schema(dense=False, seqs=False)
   batch = make_batch(sch)
-  model, p, _, (logits, f) = init_apply(tiny_config(), sch, batch)
+  _, p, _, (logits, f) = init_apply(tiny_config(), sch, batch)
   assert np.all(np.isfinite(np.asarray(logits)))
   assert f["x/0"].shape == (B, 3, 8)
   assert "s_sum" not in f and f["head_input"].shape == (B, 4 * 8)
@@ -188,7 +193,7 @@ def test_knob_alternative_builds_and_runs(key, value):
   sch = schema(two_groups=(key == "sequence_groups"), t2=3)
   batch = make_batch(sch, lengths=[0, 1, 3, 6])
   cfg = tiny_config(num_layers=1, **{key: value})
-  model, p, _, (logits, f) = init_apply(cfg, sch, batch)
+  _, p, _, (logits, f) = init_apply(cfg, sch, batch)
   assert logits.shape == (B,) and logits.dtype == jnp.float32
   assert np.all(np.isfinite(np.asarray(logits)))
   if key == "head_from":
@@ -230,7 +235,9 @@ def test_dropout_uses_the_dropout_rng_in_train():
   batch = make_batch(sch)
   model = build_model(sch, tiny_config(dropout=0.5, num_layers=1))
   p = fake_params(model, batch)
-  fn = jax.jit(lambda p, k: model.apply({"params": p}, batch, train=True, rngs={"dropout": k}))
+  def fn(p, k):
+    return model.apply({"params": p}, batch, train=True, rngs={"dropout": k})
+
   a, b, a2 = fn(p, jax.random.key(1)), fn(p, jax.random.key(2)), fn(p, jax.random.key(1))
   assert not np.allclose(a, b)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(a2))
