@@ -97,11 +97,6 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   return out
 
 
-def padded_vocab(vocab_size: int, multiple: int) -> int:
-  """Rounds a vocabulary size up to a multiple of the `model` axis so its rows split evenly."""
-  return -(-vocab_size // multiple) * multiple
-
-
 def per_device_bytes(tree: Any) -> dict[jax.Device, int]:
   """Bytes each device holds for a pytree of jax.Arrays, read from the arrays' shards."""
   out: dict[jax.Device, int] = {}

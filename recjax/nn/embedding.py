@@ -9,6 +9,10 @@ import jax.numpy as jnp
 from recjax.data.schema import Schema
 from recjax.nn.common import Dtype, partitioned
 
+# Table rows are padded to a multiple of this, so a table row-shards evenly over any `model` mesh axis
+# that divides it, and a checkpoint restores onto any such mesh (or one device) unchanged. Our choice.
+VOCAB_PAD_MULTIPLE = 64
+
 
 class Embeddings(nn.Module):
   """One [vocab_size, dim] table per `schema.tables` entry; sequences share tables per the schema.
@@ -19,8 +23,10 @@ class Embeddings(nn.Module):
     init_std: std of the normal initializer.
     dtype: dtype of returned embeddings (tables are float32).
 
-  Params: `<table name>` [vocab_size, dim] with logical axes ("vocab", "embed"), so tables can be
-  row-sharded over the `model` mesh axis. Row 0 (padding) is an ordinary row; callers mask padding.
+  Params: `<table name>` [padded_vocab, dim] with logical axes ("vocab", "embed"), so tables are
+  row-sharded over the `model` mesh axis; `padded_vocab` rounds vocab_size up to a multiple of
+  `VOCAB_PAD_MULTIPLE` (the extra rows are never looked up). Row 0 (padding) is an ordinary row; callers
+  mask padding.
   Source: InterFormer §3 (one table per categorical feature); BARS for the table sharing.
   """
   schema: Schema
@@ -30,7 +36,8 @@ class Embeddings(nn.Module):
 
   def setup(self):
     init = partitioned(nn.initializers.normal(self.init_std), ("vocab", "embed"))
-    self.tables = {t: self.param(t, init, (v, self.dim), jnp.float32) for t, v in self.schema.tables.items()}
+    self.tables = {t: self.param(t, init, (padded_vocab(v), self.dim), jnp.float32)
+                   for t, v in self.schema.tables.items()}
 
   def lookup(self, feature: str, ids: jax.Array) -> jax.Array:
     """Embeds ids of the sparse or sequence feature named `feature`.
@@ -55,3 +62,8 @@ class Embeddings(nn.Module):
 
   def __call__(self, sparse_ids: jax.Array) -> jax.Array:
     return self.sparse(sparse_ids)
+
+
+def padded_vocab(vocab_size: int) -> int:
+  """Rows of a table of `vocab_size` ids: rounded up to a multiple of `VOCAB_PAD_MULTIPLE`."""
+  return -(-vocab_size // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE

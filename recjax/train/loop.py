@@ -35,6 +35,7 @@ from recjax.data import pipeline
 from recjax.data.dataset import DatasetSplits, load_dataset
 from recjax.errors import ConfigError, TrainingError
 from recjax.models import build_model
+from recjax.nn.embedding import VOCAB_PAD_MULTIPLE
 from recjax.train import steps
 from recjax.train.checkpoint import Checkpointer, abstract_with_shardings
 from recjax.train.state import TrainState, make_optimizer
@@ -207,6 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   data = data if data is not None else load_dataset(config.dataset)
   model = build_model(data.schema, config.model)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+  if VOCAB_PAD_MULTIPLE % mesh.shape[sharding.MODEL_AXIS]:
+    raise ConfigError(f"mesh.model={mesh.shape[sharding.MODEL_AXIS]} must divide {VOCAB_PAD_MULTIPLE}, the "
+                      f"multiple embedding tables are padded to")
   tcfg = config.train
   bsz = tcfg.batch_size
   if bsz % mesh.shape[sharding.DATA_AXIS] or tcfg.eval_batch_size % mesh.shape[sharding.DATA_AXIS]:

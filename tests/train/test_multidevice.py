@@ -1,4 +1,6 @@
-"""The same train steps on 1 device and on 8 simulated CPU devices give the same loss."""
+"""Sharding on 8 simulated CPU devices: the same train steps on meshes (data, model) = (1,1), (8,1), (4,2)
+and (2,4) give the same loss; embedding tables shrink per device by the model-axis size; a checkpoint
+written on mesh (4,2) restores onto (2,4) and onto one device with identical values."""
 
 from __future__ import annotations
 
@@ -15,19 +17,37 @@ from conftest import ml100k_available
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+pytestmark = pytest.mark.skipif(not ml100k_available(), reason="ml-100k not in RECJAX_DATA_DIR")
 
-def run_meshes(shapes: str) -> dict:
+
+def run_meshes(workdir, shapes: str) -> dict:
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, str(HERE / "multidevice_script.py"), str(HERE), shapes],
+  out = subprocess.run([sys.executable, str(HERE / "multidevice_script.py"), str(HERE), str(workdir), shapes],
                        env=env, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not ml100k_available(), reason="ml-100k not in RECJAX_DATA_DIR")
-def test_one_vs_eight_devices_same_loss():
-  res = run_meshes("1x1,8x1")
-  one, eight = res["1x1"][0], res["8x1"][0]
-  assert len(one) == 3 and all(np.isfinite(one))
-  np.testing.assert_allclose(eight, one, rtol=2e-5, atol=2e-6)
-  assert one[0] != one[-1]  # the steps really updated the params
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory):
+  return run_meshes(tmp_path_factory.mktemp("mesh"), "4x2,1x1,8x1,2x4")
+
+
+def test_same_loss_on_every_mesh(meshes):
+  one = meshes["1x1"]["losses"]
+  assert len(one) == 3 and all(np.isfinite(one)) and one[0] != one[-1]
+  for shape in ("8x1", "4x2", "2x4"):
+    np.testing.assert_allclose(meshes[shape]["losses"], one, rtol=2e-5, atol=2e-6, err_msg=shape)
+
+
+def test_table_bytes_per_device_shrink_by_model_axis(meshes):
+  full = meshes["1x1"]["table_bytes"]
+  assert meshes["8x1"]["table_bytes"] == full          # data parallel: tables replicated
+  assert meshes["4x2"]["table_bytes"] == full // 2
+  assert meshes["2x4"]["table_bytes"] == full // 4
+
+
+def test_checkpoint_from_4x2_restores_on_2x4_and_one_device(meshes):
+  for shape in ("2x4", "1x1", "8x1"):
+    assert meshes[shape]["restored_identical"], shape
+    assert meshes[shape]["restored_sharding_ok"], shape
