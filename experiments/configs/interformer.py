@@ -3,7 +3,9 @@
   python experiments/run.py --config experiments/configs/interformer.py:<variant> --workdir DIR
 
 Variants: a dataset preset of `recjax.train.defaults.PRESETS` (movielens, taobao_ub, amazon_beauty,
-taobao_ad, taobao_ad_bars, criteo, synthetic), or `tiny` (ml-100k, a seconds-long smoke run).
+taobao_ad, taobao_ad_bars, criteo, synthetic); `tiny` (ml-100k, a seconds-long smoke run); and the
+model-size variants `small`, `medium`, `large` on ml-100k, used by the throughput/MFU benchmark and
+scaling sweeps.
 """
 
 import ml_collections
@@ -16,8 +18,21 @@ DIM = {"movielens": 32, "taobao_ub": 32, "amazon_beauty": 64, "taobao_ad": 32, "
        "criteo": 16, "synthetic": 32}
 
 
+# Model-size variants (our choice): width, depth, heads and head MLP grow together.
+SIZES = {
+    "small": dict(dim=32, num_layers=2, num_heads=2, head_mlp=(256, 128)),
+    "medium": dict(dim=128, num_layers=2, num_heads=4, head_mlp=(1024, 512, 256)),
+    "large": dict(dim=256, num_layers=3, num_heads=8, head_mlp=(2048, 1024, 512)),
+}
+
+
 def get_config(arg: str = "movielens") -> ml_collections.ConfigDict:
-  """InterFormer on one dataset preset (or `tiny`)."""
+  """InterFormer on one dataset preset, `tiny`, or a model size (small | medium | large) on ml-100k."""
+  if arg in SIZES:
+    c = base_config("movielens")
+    c.model = interformer.default_config()
+    c.model.update(SIZES[arg])
+    return c
   if arg == "tiny":
     c = tiny(base_config("movielens"))
     c.model = interformer.default_config()

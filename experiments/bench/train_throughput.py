@@ -1,0 +1,106 @@
+"""Training-step throughput and MFU of a model config, as one JSON line.
+
+  python experiments/bench/train_throughput.py --config experiments/configs/interformer.py:medium \
+      --batch 2048 --steps 20
+
+Measures the jitted train step on in-memory batches already on the device (the input pipeline is timed
+separately by scale.py): the median step time of `--steps` steps after `--warmup` warm-up steps, FLOPs per
+example from XLA's cost analysis of the compiled step, achieved GFLOP/s, and MFU = achieved FLOP/s over the
+FLOP/s of a large float32 matmul timed in the same process. Peak host memory is the process's max RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file `path.py:variant`.", lock_config=True)
+_BATCH = flags.DEFINE_integer("batch", 2048, "Batch size.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_MATMUL = flags.DEFINE_integer("matmul_n", 2048, "Size n of the n×n×n f32 matmul that defines peak FLOP/s.")
+
+
+def matmul_flops_per_sec(n: int, reps: int = 10) -> float:
+  """FLOP/s of an n×n @ n×n float32 matmul on the default device (median of `reps`)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n**3 / statistics.median(times)
+
+
+def main(argv):
+  del argv
+  from recjax import sharding
+  from recjax.data import pipeline
+  from recjax.data.dataset import load_dataset
+  from recjax.models import build_model
+  from recjax.train import steps
+  from recjax.train.loop import build_state, param_count
+
+  cfg = _CONFIG.value
+  data = load_dataset(cfg.dataset)
+  model = build_model(data.schema, cfg.model)
+  mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model)
+  it = pipeline.train_iterator(data.train, _BATCH.value, seed=0)
+  batches = [sharding.shard_batch(next(it), mesh) for _ in range(4)]
+  host_example = {k: np.asarray(v) for k, v in batches[0].items()}
+  state, sh = build_state(model, cfg, mesh, host_example)
+  step = jax.jit(steps.make_train_step(model, cfg.seed), in_shardings=(sh, sharding.batch_sharding(mesh)),
+                 out_shardings=(sh, None), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batches[0]).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  flops_step = float(cost.get("flops", 0.0))
+
+  for i in range(_WARMUP.value):
+    state, m = compiled(state, batches[i % 4])
+  jax.block_until_ready(m)
+  times = []
+  for i in range(_STEPS.value):
+    t = time.perf_counter()
+    state, m = compiled(state, batches[i % 4])
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  step_s = statistics.median(times)
+  peak = matmul_flops_per_sec(_MATMUL.value)
+  achieved = flops_step / step_s
+  print(json.dumps({
+      "bench": "train_throughput",
+      "config": sys.argv[sys.argv.index("--config") + 1].rsplit("/", 1)[-1] if "--config" in sys.argv else None,
+      "model": cfg.model.name, "dataset": data.name, "batch": _BATCH.value,
+      "params": param_count(state.params),
+      "examples_per_sec": round(_BATCH.value / step_s, 1),
+      "step_ms": round(step_s * 1e3, 2),
+      "step_ms_min": round(min(times) * 1e3, 2),
+      "gflops_per_example": round(flops_step / _BATCH.value / 1e9, 5),
+      "gbytes_per_step": round(float(cost.get("bytes accessed", 0.0)) / 1e9, 3),
+      "achieved_gflops": round(achieved / 1e9, 2),
+      "matmul_gflops": round(peak / 1e9, 2),
+      "mfu": round(achieved / peak, 4),
+      "compile_s": round(compile_s, 1),
+      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "loss_finite": bool(np.isfinite(float(m["loss"]))),
+      "device": jax.devices()[0].platform, "num_devices": jax.device_count(), "jax": jax.__version__,
+  }), flush=True)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
