@@ -59,6 +59,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
       eval_every=40,            # steps between validation evaluations (and checkpoints)
       log_every=10,             # steps between train-loss log lines
       patience=2,               # evaluations without improvement before stopping early
+      plateau_factor=0.1,       # lr ×= this after each evaluation without improvement (FuxiCTR); 0 = off
       monitor="auc",            # auc | gauc | logloss | ne (early stopping + best-param selection)
       keep_checkpoints=2,
   ))

@@ -38,7 +38,7 @@ from recjax.models import build_model
 from recjax.nn.embedding import VOCAB_PAD_MULTIPLE
 from recjax.train import steps
 from recjax.train.checkpoint import Checkpointer, abstract_with_shardings
-from recjax.train.state import TrainState, make_optimizer
+from recjax.train.state import TrainState, lr_factor, make_optimizer, scale_lr
 
 log = logging.getLogger("recjax")
 
@@ -52,6 +52,7 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
       (t.eval_every > 0, f"train.eval_every must be > 0, got {t.eval_every}"),
       (t.patience >= 0, f"train.patience must be >= 0, got {t.patience}"),
       (t.log_every > 0, f"train.log_every must be > 0, got {t.log_every}"),
+      (0.0 <= t.plateau_factor < 1.0, f"train.plateau_factor must be in [0, 1), got {t.plateau_factor}"),
       (t.monitor in ("auc", "gauc", "logloss", "ne"),
        f"train.monitor must be auc|gauc|logloss|ne, got {t.monitor!r}"),
       (config.eval.ne_base_rate in ("train", "eval"),
@@ -295,6 +296,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           meta["bad_evals"] += 1
           if meta["bad_evals"] > tcfg.patience:
             meta["stopped_early"] = True
+          elif tcfg.plateau_factor:
+            state = state.replace(opt_state=scale_lr(state.opt_state, tcfg.plateau_factor))
+        mlog.write(step, "lr", {"lr_factor": lr_factor(state.opt_state)})
         bar.write(f"step {step}: valid auc {valid['auc']:.4f} gauc {valid['gauc']:.4f} "
                   f"logloss {valid['logloss']:.4f} (best {meta['best_score']:.4f} @ {meta['best_step']})")
         meta["data_iter"] = it.get_state()

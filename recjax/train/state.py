@@ -61,7 +61,12 @@ def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam (optionally with global-norm clipping and decoupled weight decay) on the schedule above."""
+  """Adam (optionally with global-norm clipping and decoupled weight decay) on the schedule above.
+
+  The chain ends with an injected `lr_factor` (initially 1) that the training loop multiplies by
+  `train.plateau_factor` after each evaluation without improvement (FuxiCTR's reduce-on-plateau). It lives
+  in the optimizer state, so it is checkpointed and a resumed run continues with the same learning rate.
+  """
   sched = make_schedule(train_cfg)
   parts = []
   if train_cfg.get("grad_clip", 0.0):
@@ -70,7 +75,21 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransf
     parts.append(optax.adamw(sched, weight_decay=float(train_cfg.weight_decay)))
   else:
     parts.append(optax.adam(sched))
+  parts.append(optax.inject_hyperparams(optax.scale)(step_size=1.0))
   return optax.chain(*parts)
+
+
+def lr_factor(opt_state: Any) -> float:
+  """The current reduce-on-plateau multiplier of the learning rate (see `make_optimizer`)."""
+  return float(opt_state[-1].hyperparams["step_size"])
+
+
+def scale_lr(opt_state: Any, factor: float) -> Any:
+  """Returns `opt_state` with the learning-rate multiplier times `factor`, placed like the old one."""
+  last = opt_state[-1]
+  old = last.hyperparams["step_size"]
+  new = jax.device_put(jnp.asarray(old * factor, old.dtype), old.sharding)
+  return (*opt_state[:-1], last._replace(hyperparams={**last.hyperparams, "step_size": new}))
 
 
 def zeros_like_tree(tree: Any) -> Any:
