@@ -41,4 +41,9 @@ def get_config(arg: str = "movielens") -> ml_collections.ConfigDict:
   c = base_config(arg)
   c.model = interformer.default_config()
   c.model.dim = DIM[arg]
+  if arg == "movielens":
+    # ml-100k is small (943 users): more dropout against ID-embedding overfitting, and validation every
+    # half epoch so early stopping catches the peak (our choice; valid AUC 0.798 vs 0.791 at dropout 0.1).
+    c.model.dropout = 0.2
+    c.train.eval_every = 20
   return c

@@ -9,7 +9,8 @@ import flax.linen as nn
 from recjax.data.schema import Schema
 from recjax.errors import ConfigError
 from recjax.models.baselines import DIN, DNN, DCNv2, dcnv2_config, din_config, dnn_config
-from recjax.models.interformer import InterFormer, default_config as interformer_config
+from recjax.models.interformer import InterFormer
+from recjax.models.interformer import default_config as interformer_config
 
 REGISTRY = {"interformer": InterFormer, "dnn": DNN, "dcnv2": DCNv2, "din": DIN}
 DEFAULT_CONFIGS = {"interformer": interformer_config, "dnn": dnn_config, "dcnv2": dcnv2_config,

@@ -37,6 +37,7 @@ from recjax.nn.common import dense, layer_norm
 from recjax.nn.dcn import DCNInteraction
 from recjax.nn.dhen import DHEN, DHEN_ENSEMBLES, DHEN_MODULES
 from recjax.nn.dot import DotInteraction
+from recjax.nn.dropout import Dropout
 from recjax.nn.embedding import Embeddings
 from recjax.nn.gating import GATING_FORMS, GATING_MLP_MODES, SelfGating
 from recjax.nn.lce import LCE
@@ -272,7 +273,11 @@ class _SequenceArch(nn.Module):
   def __call__(self, s, x_sum, mask, positions, rotate, *, train):
     cfg = self.cfg
     norm = cfg["seq_norm"]
-    drop = nn.Dropout(cfg["dropout"], deterministic=not train)
+    dropout = Dropout(cfg["dropout"])
+
+    def drop(h):
+      return dropout(h, train=train)
+
     pffn = PFFN(cfg["pffn_form"], self.dtype, name="pffn")
     mha = MultiHeadAttention(cfg["num_heads"], dropout=cfg["dropout"], rope_base=cfg["rope_base"],
                              dtype=self.dtype, name="mha")

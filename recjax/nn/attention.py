@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from recjax.nn.common import Dtype, partitioned
+from recjax.nn.dropout import Dropout
 
 _NEG = -1e30
 
@@ -127,7 +128,7 @@ class MultiHeadAttention(nn.Module):
     w = masked_attention_weights(q, k, key_mask)
     wd = w
     if self.dropout > 0:
-      wd = nn.Dropout(self.dropout, deterministic=not train)(w)
+      wd = Dropout(self.dropout)(w, train=train)
     o = jnp.einsum("bhqk,bkhd->bqhd", wd.astype(dt), v)
     od = self.out_dim or d
     wo = kernel("out", (self.num_heads, hd, od), ("heads", "head_dim", "embed"), (0, 1), 2)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from recjax.errors import ConfigError
 from recjax.nn.common import Dtype, default_kernel_init, dense, layer_norm, partitioned
+from recjax.nn.dropout import Dropout
 
 ACTIVATIONS = ("silu", "relu", "prelu")
 
@@ -62,5 +63,5 @@ class MLP(nn.Module):
           a = self.param(f"prelu_{i}", partitioned(nn.initializers.constant(0.25), (axes[1],)), (f,), jnp.float32)
           x = jnp.where(x >= 0, x, a.astype(x.dtype) * x)
         if self.dropout > 0:
-          x = nn.Dropout(self.dropout, deterministic=not train)(x)
+          x = Dropout(self.dropout)(x, train=train)
     return x
