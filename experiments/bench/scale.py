@@ -126,7 +126,7 @@ def main(argv):
     if rows >= next_report:
       el = time.perf_counter() - t_start
       print(json.dumps({"bench": "scale", "phase": "train_progress", "rows": rows,
-                        "rows_per_sec": round((rows - bsz) / el), "loss": round(float(np.mean(losses[-20:])), 4),
+                        "rows_per_sec": round((rows - bsz) / el), "loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
                         "peak_rss_mb": round(rss_mb(), 1), "rss_mb": round(current_rss_mb(), 1)}), flush=True)
       next_report += _REPORT.value
   jax.block_until_ready(m)

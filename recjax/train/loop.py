@@ -88,8 +88,9 @@ class _MetricsLog:
       self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
   def close(self) -> None:
-    self._f.close()
-    self._tb.close()
+    if not self._f.closed:
+      self._f.close()
+      self._tb.close()
 
 
 def _better(monitor: str, new: float, old: float | None) -> bool:
@@ -304,9 +305,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         meta["data_iter"] = it.get_state()
         ckpt.save(step, state, best_params, meta)
         t_eval += time.perf_counter() - t0
+    flush_losses(step)
+  except BaseException:
+    mlog.close()
+    ckpt.close()
+    raise
   finally:
     bar.close()
-  flush_losses(step)
   t_train = time.perf_counter() - t_first - t_eval if t_first is not None else 0.0
 
   test = evaluator(best_params, data.test)
