@@ -27,7 +27,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/grain log every save at INFO
   logging.getLogger("recjax").setLevel(logging.INFO)
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.keys()  # config_flags loads the file lazily; fail here, not mid-run
+  except OSError:
+    path = flags.FLAGS["config"].serialize().split("=", 1)[-1]
+    print(f"error: cannot load the config file {path!r} (it must exist and define get_config(variant)); "
+          f"the configs are experiments/configs/<model>.py, e.g. interformer.py:movielens", file=sys.stderr)
+    sys.exit(2)
   import jax
   if config.get("distributed", False):
     jax.distributed.initialize()
@@ -36,20 +43,24 @@ def main(argv):
   try:
     res = train_and_evaluate(config, _WORKDIR.value, progress=not _NO_PROGRESS.value)
   except RecjaxError as e:
-    print(f"\nerror: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   t, v = res["test"], res["valid"] or {}
+  eps = res["train_examples_per_sec"]
   print(f"{res['model']} on {res['dataset']}: best step {res['best_step']} | valid AUC {v.get('auc', float('nan')):.4f} "
         f"| test AUC {t['auc']:.4f} gAUC {t['gauc']:.4f} LogLoss {t['logloss']:.4f} NE {t['ne']:.4f} "
-        f"| {res['train_examples_per_sec'] or 0:.0f} train ex/s | {_WORKDIR.value}/results.json")
+        f"| {f'{eps:.0f}' if eps else 'n/a (nothing left to train)'} train ex/s | {_WORKDIR.value}/results.json")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with unknown or ill-typed `--config.*` fields reported in one paragraph."""
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    msg = str(e.args[0] if e.args else e).strip("'\"").replace("\\n", " ").replace("\n", " ")
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError, ImportError) as e:
+    msg = str(e.args[0] if e.args and isinstance(e.args[0], str) else e)
+    if "Traceback" in msg:  # config_flags wraps errors raised while loading the config file
+      msg = msg.rsplit("Error: ", 1)[-1]
+    msg = msg.replace("\\n", " ").replace("\n", " ").replace("'", "").strip().strip('"')
     kind = "unknown config field" if isinstance(e, (AttributeError, KeyError)) else "bad flag value"
     print(f"error: {kind}: {msg}. Config overrides given: "
           f"{[a for a in argv[1:] if a.startswith('--config.')]}. Usage: python experiments/run.py "

@@ -60,6 +60,10 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))
     return out["state"], out["best_params"], out["meta"]
 
+  def read_meta(self, step: int) -> dict:
+    """The JSON `meta` item of checkpoint `step` alone (no arrays are read)."""
+    return self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
   def close(self) -> None:
     self._mgr.close()
 

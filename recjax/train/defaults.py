@@ -58,8 +58,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
       max_steps=2000,
       eval_every=40,            # steps between validation evaluations (and checkpoints)
       log_every=10,             # steps between train-loss log lines
-      patience=2,               # evaluations without improvement before stopping early
+      patience=2,               # stop after this many evaluations in a row without improvement (FuxiCTR)
       plateau_factor=0.1,       # lr ×= this after each evaluation without improvement (FuxiCTR); 0 = off
+      min_lr_factor=1e-3,       # floor of that multiplier (FuxiCTR min_lr 1e-6 at lr 1e-3)
       monitor="auc",            # auc | gauc | logloss | ne (early stopping + best-param selection)
       keep_checkpoints=2,
   ))

@@ -82,7 +82,7 @@ class _MetricsLog:
 
   def write(self, step: int, split: str, values: dict[str, float]) -> None:
     rec = {"step": int(step), "split": split, **{k: float(v) for k, v in values.items()}}
-    self._f.write(json.dumps(rec) + "\n")
+    self._f.write(json.dumps(_finite_or_none(rec)) + "\n")
     self._f.flush()
     for k, v in values.items():
       self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
@@ -91,6 +91,52 @@ class _MetricsLog:
     if not self._f.closed:
       self._f.close()
       self._tb.close()
+
+
+# Fields a resumed run may change (how long / how often to train and log); everything else must match.
+_RESUME_MAY_CHANGE = ("train.max_steps", "train.eval_every", "train.log_every", "train.patience",
+                      "train.keep_checkpoints", "train.eval_batch_size", "mesh.data", "mesh.model",
+                      "distributed", "dataset.data_dir", "dataset.use_cache")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _run_identity(config: ml_collections.ConfigDict) -> dict:
+  """The config fields that define a run (all but `_RESUME_MAY_CHANGE`), JSON-friendly."""
+  flat = _flatten(json.loads(config.to_json_best_effort()))
+  return {k: v for k, v in flat.items() if k not in _RESUME_MAY_CHANGE}
+
+
+def _check_resumable(ckpt: Checkpointer, step: int, config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError if the workdir's checkpoint was written by a run with a different config."""
+  saved = ckpt.read_meta(step).get("run_config")
+  if saved is None:
+    return
+  now = _run_identity(config)
+  diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  if diff:
+    shown = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff[:8])
+    raise ConfigError(f"{ckpt.directory} holds a run with a different config ({shown}). Use a new --workdir, "
+                      f"or the checkpoint's values to resume it.")
+
+
+def _finite_or_none(x: Any) -> Any:
+  """NaN/inf -> None, recursively, so results.json and metrics.jsonl are strict JSON."""
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, dict):
+    return {k: _finite_or_none(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return [_finite_or_none(v) for v in x]
+  return x
 
 
 def _better(monitor: str, new: float, old: float | None) -> bool:
@@ -232,11 +278,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   ckpt = Checkpointer(workdir, keep=tcfg.keep_checkpoints)
   meta: dict[str, Any] = {"best_step": None, "best_valid": None, "best_score": None, "bad_evals": 0,
-                          "data_iter": None, "stopped_early": False}
+                          "data_iter": None, "stopped_early": False, "run_config": _run_identity(config)}
   start = ckpt.latest_step()
   if start is not None:
-    state, best_params, meta = ckpt.restore(
-        start, abstract_with_shardings(state, state_sh), abstract_with_shardings(best_params, state_sh.params))
+    _check_resumable(ckpt, start, config)
+    try:
+      state, best_params, meta = ckpt.restore(
+          start, abstract_with_shardings(state, state_sh), abstract_with_shardings(best_params, state_sh.params))
+    except ValueError as e:
+      raise ConfigError(f"the checkpoint in {ckpt.directory} (step {start}) does not fit this model ({e}); "
+                        f"use a new --workdir for a different model") from None
     print(f"resuming from {ckpt.directory} at step {start}", file=sys.stderr)
   start = int(state.step)
   it = pipeline.train_iterator(data.train, bsz, seed=config.seed, start_state=meta["data_iter"])
@@ -295,9 +346,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           best_params = jax.tree.map(jnp.copy, state.params)
         else:
           meta["bad_evals"] += 1
-          if meta["bad_evals"] > tcfg.patience:
+          if meta["bad_evals"] >= tcfg.patience:
             meta["stopped_early"] = True
-          elif tcfg.plateau_factor:
+          elif tcfg.plateau_factor and lr_factor(state.opt_state) * tcfg.plateau_factor >= tcfg.min_lr_factor:
             state = state.replace(opt_state=scale_lr(state.opt_state, tcfg.plateau_factor))
         mlog.write(step, "lr", {"lr_factor": lr_factor(state.opt_state)})
         bar.write(f"step {step}: valid auc {valid['auc']:.4f} gauc {valid['gauc']:.4f} "
@@ -333,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   }
   if jax.process_index() == 0:
     tmp = workdir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
+    tmp.write_text(json.dumps(_finite_or_none(results), indent=2))
     os.replace(tmp, workdir / "results.json")
     try:
       _plot_curves(workdir)

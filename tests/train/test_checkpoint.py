@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from recjax import sharding
-from recjax.errors import TrainingError
+from recjax.errors import ConfigError, TrainingError
 from recjax.train.checkpoint import Checkpointer, abstract_with_shardings
 from recjax.train.loop import train_and_evaluate
 
@@ -100,3 +100,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, ml100k, tiny_co
   cfg.train.max_steps = 3
   res = train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)
   assert res["final_step"] == 3 and np.isfinite(res["test"]["auc"])
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, ml100k, tiny_config):
+  cfg = tiny_config
+  cfg.train.max_steps, cfg.train.eval_every = 3, 3
+  train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)
+  cfg.train.lr = 0.5
+  with pytest.raises(ConfigError, match=r"train\.lr: 0\.001 in the checkpoint, 0\.5 now"):
+    train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)
+  cfg.train.lr = 1e-3
+  cfg.train.max_steps = 4   # how long to train may change: the run resumes and extends
+  assert train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)["final_step"] == 4
