@@ -12,22 +12,9 @@ early stopping on validation AUC.
 import ml_collections
 
 from recjax.models.baselines import dnn_config
-from recjax.train.defaults import base_config, tiny
-
-# Embedding width per preset: 16 on ml-100k (the FuxiCTR peer reference); elsewhere the InterFormer
-# config's widths (BARS: Amazon 64, TaobaoAd 32), so baselines and InterFormer compare at equal d.
-DIM = {"movielens": 16, "taobao_ub": 32, "amazon_beauty": 64, "taobao_ad": 32, "taobao_ad_bars": 32,
-       "criteo": 16, "synthetic": 32}
+from recjax.train.defaults import baseline_experiment
 
 
 def get_config(arg: str = "movielens") -> ml_collections.ConfigDict:
-  """DNN on one dataset preset (or `tiny`)."""
-  if arg == "tiny":
-    c = tiny(base_config("movielens"))
-    c.model = dnn_config()
-    c.model.update(dim=8, hidden=(32,))
-    return c
-  c = base_config(arg)
-  c.model = dnn_config()
-  c.model.dim = DIM[arg]
-  return c
+  """DNN on one dataset preset (or `tiny`); embedding widths in `defaults.BASELINE_DIM`."""
+  return baseline_experiment(arg, dnn_config())

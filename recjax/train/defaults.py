@@ -105,3 +105,22 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks the train section of `c` to a seconds-long smoke run (tests)."""
   c.train.update(batch_size=256, eval_batch_size=4096, max_steps=6, eval_every=3, log_every=1, patience=10)
   return c
+
+
+# Baseline embedding width per preset: 16 on ml-100k (the FuxiCTR peer reference); elsewhere the
+# InterFormer config's widths (BARS: Amazon 64, TaobaoAd 32), so baselines and InterFormer compare at equal d.
+BASELINE_DIM = {"movielens": 16, "taobao_ub": 32, "amazon_beauty": 64, "taobao_ad": 32, "taobao_ad_bars": 32,
+                "criteo": 16, "synthetic": 32}
+
+
+def baseline_experiment(arg: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A baseline's experiment config: `base_config(arg)` + `model` at `BASELINE_DIM[arg]`; `tiny` shrinks it."""
+  if arg == "tiny":
+    c = tiny(base_config("movielens"))
+    c.model = model
+    c.model.update(dim=8, hidden=(32,))
+    return c
+  c = base_config(arg)
+  c.model = model
+  c.model.dim = BASELINE_DIM[arg]
+  return c
