@@ -1,5 +1,6 @@
 """Baselines (DNN, DCNv2, DIN): hand-computed cross network / attention / pooling, schema variants, grads."""
 
+import batches
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,19 +43,7 @@ def schema(dense=True, seqs=True, groups=1):
 
 
 def make_batch(sch, lengths=None, seed=0):
-  rng = np.random.default_rng(seed)
-  b = {"sparse": rng.integers(1, 6, (B, len(sch.sparse))).astype(np.int32), "label": np.zeros(B, np.float32)}
-  if sch.dense:
-    b["dense"] = rng.normal(size=(B, len(sch.dense))).astype(np.float32)
-  for g in sch.sequence_groups:
-    t = sch.group_max_len(g)
-    ln = np.minimum(np.asarray(lengths if lengths is not None else rng.integers(0, t + 1, B)), t).astype(np.int32)
-    b[f"seq_len/{g}"] = ln
-    for f in sch.group_features(g):
-      ids = rng.integers(1, f.vocab_size, (B, t)).astype(np.int32)
-      ids[np.arange(t)[None] < t - ln[:, None]] = 0
-      b[f"seq/{f.name}"] = ids
-  return {k: jnp.asarray(v) for k, v in b.items()}
+  return batches.make_batch(sch, B, lengths=lengths, seed=seed, max_sparse_id=6)
 
 
 def random_padding(sch, batch, seed=99):
