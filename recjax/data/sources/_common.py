@@ -22,6 +22,15 @@ def get(cfg, key: str, defaults: Mapping):
   return defaults[key] if v is None else v
 
 
+def folder_and_file(cfg, defaults: Mapping) -> tuple[str, str]:
+  """`dataset.folder` and `dataset.file`; ConfigError unless both are non-empty strings."""
+  out = (get(cfg, "folder", defaults), get(cfg, "file", defaults))
+  for k, v in zip(("folder", "file"), out):
+    if not isinstance(v, str) or not v:
+      raise ConfigError(f"dataset.{k}: expected a non-empty string, got {v!r}")
+  return out
+
+
 def check_int(key: str, v, lo: int | None = None) -> int:
   """`v` as int; ConfigError naming `dataset.<key>` unless an integer (not bool) >= lo."""
   if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or (lo is not None and v < lo):

@@ -32,7 +32,7 @@ import numpy as np
 
 from recjax.data.schema import Schema, SparseFeature
 from recjax.data.sources import _common as C
-from recjax.errors import ConfigError, DataError
+from recjax.errors import DataError
 
 DEFAULTS: dict = dict(
     name="criteo",
@@ -54,10 +54,7 @@ HOW = ("Get the Criteo Kaggle Display Advertising Challenge data from the Criteo
 
 
 def _check_cfg(cfg):
-  folder, file = C.get(cfg, "folder", DEFAULTS), C.get(cfg, "file", DEFAULTS)
-  for k, v in (("folder", folder), ("file", file)):
-    if not isinstance(v, str) or not v:
-      raise ConfigError(f"dataset.{k}: expected a non-empty string, got {v!r}")
+  folder, file = C.folder_and_file(cfg, DEFAULTS)
   mode = C.check_choice("categorical", C.get(cfg, "categorical", DEFAULTS), ("vocab", "hash"))
   mc = C.check_int("min_count", C.get(cfg, "min_count", DEFAULTS), 1)
   hb = C.check_int("hash_buckets", C.get(cfg, "hash_buckets", DEFAULTS), 1)

@@ -138,6 +138,17 @@ def _to_int(path, line, field, s: str) -> int:
     raise _bad(path, line, field, f"expected an integer, got {s!r}") from None
 
 
+def _unique_id(path, line: int, field: str, s: str, seen: dict[int, int]) -> int:
+  """An id >= 1 not seen on an earlier line; records it in `seen` (id -> line). DataError otherwise."""
+  v = _to_int(path, line, field, s)
+  if v < 1:
+    raise _bad(path, line, field, f"value {v} is outside >= 1")
+  if v in seen:
+    raise _bad(path, line, field, f"duplicate id {v} (first on line {seen[v]})")
+  seen[v] = line
+  return v
+
+
 def parse_ratings(path: pathlib.Path) -> dict[str, np.ndarray]:
   """Parses u.data.
 
@@ -199,12 +210,7 @@ def parse_items(path: pathlib.Path) -> dict[str, np.ndarray]:
       raise _bad(path, i, "columns",
                  f"expected {5 + len(GENRES)} '|'-separated fields (movie id|title|release date|video "
                  f"release date|URL|19 genre flags), got {len(p)}")
-    mid = _to_int(path, i, "movie_id", p[0])
-    if mid < 1:
-      raise _bad(path, i, "movie_id", f"value {mid} is outside >= 1")
-    if mid in seen:
-      raise _bad(path, i, "movie_id", f"duplicate id {mid} (first on line {seen[mid]})")
-    seen[mid] = i
+    mid = _unique_id(path, i, "movie_id", p[0], seen)
     date = p[2].strip()
     year = 0
     if date:
@@ -245,12 +251,7 @@ def parse_users(path: pathlib.Path) -> dict[str, np.ndarray]:
     if len(p) != 5:
       raise _bad(path, i, "columns",
                  f"expected 5 '|'-separated fields (user id|age|gender|occupation|zip code), got {len(p)}")
-    uid = _to_int(path, i, "user_id", p[0])
-    if uid < 1:
-      raise _bad(path, i, "user_id", f"value {uid} is outside >= 1")
-    if uid in seen:
-      raise _bad(path, i, "user_id", f"duplicate id {uid} (first on line {seen[uid]})")
-    seen[uid] = i
+    uid = _unique_id(path, i, "user_id", p[0], seen)
     z = p[4].strip()
     out["id"].append(uid)
     out["age"].append(_to_int(path, i, "age", p[1]))

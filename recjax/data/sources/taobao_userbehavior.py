@@ -66,11 +66,7 @@ HOW = ("Download UserBehavior.csv from Alibaba Tianchi (https://tianchi.aliyun.c
 
 
 def _check_cfg(cfg):
-  folder, file = C.get(cfg, "folder", DEFAULTS), C.get(cfg, "file", DEFAULTS)
-  for k, v in (("folder", folder), ("file", file)):
-    if not isinstance(v, str) or not v:
-      from recjax.errors import ConfigError
-      raise ConfigError(f"dataset.{k}: expected a non-empty string, got {v!r}")
+  folder, file = C.folder_and_file(cfg, DEFAULTS)
   t = C.check_int("max_seq_len", C.get(cfg, "max_seq_len", DEFAULTS), 1)
   seed = C.check_int("seed", C.get(cfg, "seed", DEFAULTS))
   return folder, file, t, seed
