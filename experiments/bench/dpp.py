@@ -8,6 +8,11 @@ naive greedy (one slogdet per candidate per step) for small M.
   python experiments/bench/dpp.py --preset scaling     # time vs k and vs M (O(k^2 M))
   python experiments/bench/dpp.py --preset grid        # R x M x k x window grid + low-rank + naive
   python experiments/bench/dpp.py --R 64 --M 500 --k 20 --window 10   # one case
+  python experiments/bench/dpp.py --preset target --devices 1          # one XLA CPU device (intra-op threads)
+
+By default the process starts one XLA CPU device per core (`--xla_force_host_platform_device_count`) and
+splits the requests over them with `greedy_map(..., mesh=...)`: each core then runs its own chunks of
+requests with their Cholesky rows in its own L2 cache. `--devices 1` gives the single-device figure.
 
 Kernels: L_r = diag(q_r) P_r S P_rᵀ diag(q_r), with S = F Fᵀ of D = min(M, 1000) unit Gaussian features
 (rank >= k, so no early stop), P_r a random permutation and q_r = exp(0.01·N(0,1) + 0.2) (spec §9).
@@ -20,14 +25,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 
-from recjax.rerank.dpp import greedy_map, greedy_map_lowrank, greedy_map_window
+def _devices_from_argv(argv) -> int:
+  """--devices N (default: the number of cores). Read before jax is imported: XLA reads the flag once."""
+  for i, a in enumerate(argv):
+    if a == "--devices" and i + 1 < len(argv):
+      return int(argv[i + 1])
+    if a.startswith("--devices="):
+      return int(a.split("=", 1)[1])
+  return os.cpu_count() or 1
+
+
+if __name__ == "__main__" and "jax" not in sys.modules:
+  _n = _devices_from_argv(sys.argv[1:])
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_n}")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from recjax.rerank.dpp import greedy_map, greedy_map_lowrank, greedy_map_window  # noqa: E402
 
 MAX_KERNEL_BYTES = 3 * 2**30  # skip batched full-kernel cases that do not fit comfortably in RAM
 
@@ -123,9 +145,19 @@ def bytes_model(m, k, itemsize=4):
   return itemsize * m * (k * (k - 1) / 2 + 4 * k)
 
 
+def _mesh_for(r):
+  """All local devices on one request axis, or None when there is one device or R does not divide."""
+  n = jax.local_device_count()
+  if n == 1 or r % n:
+    return None
+  return jax.make_mesh((n,), ("requests",))
+
+
 def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
+  mesh = _mesh_for(r)
   rec = dict(bench="dpp_greedy", R=r, M=m, k=k, window=window, dtype="float32",
-             device=jax.devices()[0].platform, jax=jax.__version__, cpu=platform.processor() or platform.machine())
+             device=jax.devices()[0].platform, devices_used=mesh.size if mesh else 1, jax=jax.__version__,
+             cpu=platform.processor() or platform.machine())
   if lowrank_d is not None:
     rng = np.random.default_rng(1)
     f = rng.normal(size=(r, m, lowrank_d)).astype(np.float32)
@@ -133,7 +165,7 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
     q = np.exp(0.01 * rng.normal(size=(r, m)) + 0.2).astype(np.float32)
     rec.update(form="lowrank", D=lowrank_d)
     fj, qj = jnp.asarray(f), jnp.asarray(q)
-    jfn = lambda: greedy_map_lowrank(fj, qj, k)  # noqa: E731
+    jfn = lambda: greedy_map_lowrank(fj, qj, k, mesh=mesh)  # noqa: E731
     def np_one(i):
       return numpy_greedy(q[i][:, None] * (f[i] @ f[i].T) * q[i][None, :], k)
     np_note = "numpy materialises L per request (included in time)"
@@ -146,7 +178,9 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
     Lj = jnp.asarray(L)
     rec.update(form="full")
     if window is None:
-      jfn = lambda: greedy_map(Lj, k)  # noqa: E731
+      if mesh is not None:  # place once, outside the timed calls
+        Lj = jax.device_put(Lj, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("requests")))
+      jfn = lambda: greedy_map(Lj, k, mesh=mesh)  # noqa: E731
       np_one = lambda i: numpy_greedy(L[i], k)  # noqa: E731
     else:
       jfn = lambda: greedy_map_window(Lj, k, window)  # noqa: E731
@@ -163,7 +197,8 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
   j_ms = min(jt) / r * 1e3
   n_ms = min(nt) / n_np * 1e3
   # Same picks as the baseline on the first requests (sanity; float32 near-ties may differ in rare cases).
-  agree = np.mean([list(np.asarray(idx[i])[np.asarray(valid[i])]) == np_one(i) for i in range(min(n_np, 4))])
+  idx, valid = np.asarray(idx), np.asarray(valid)
+  agree = np.mean([list(idx[i][valid[i]]) == np_one(i) for i in range(min(n_np, 4))])
   rec.update(jax_ms_per_request=round(j_ms, 4), numpy_ms_per_request=round(n_ms, 4),
              speedup_vs_numpy=round(n_ms / j_ms, 2), numpy_requests_timed=n_np, agree_first4=float(agree))
   if window is None:
@@ -201,6 +236,8 @@ def main(argv=None):
   p.add_argument("--lowrank_d", type=int, default=None, help="run the low-rank form with this D")
   p.add_argument("--reps", type=int, default=3)
   p.add_argument("--np_requests", type=int, default=32, help="requests timed in the NumPy loop (cap)")
+  p.add_argument("--devices", type=int, default=os.cpu_count() or 1,
+                 help="XLA CPU devices to split requests over (read before jax starts; default: cores)")
   a = p.parse_args(argv)
   copy_gbs = copy_bandwidth()
   print(json.dumps(dict(bench="copy_bandwidth", bytes=256 * 2**20, gbytes_per_s=round(copy_gbs, 2))), flush=True)

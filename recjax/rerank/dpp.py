@@ -29,9 +29,15 @@ from jax import lax
 
 __all__ = ["greedy_map", "greedy_map_window", "greedy_map_lowrank", "dpp_kernel"]
 
-# Cholesky rows are read in blocks of this many steps: step t reads ceil-to-block(t) rows instead of all k,
-# so the per-step work is O(t·M) and not O(k·M) (our choice; see experiments/bench/dpp.py).
+# Layout and batching of Algorithm 1 (our choice; measured in experiments/bench/dpp.py):
+#  * the Cholesky rows of a request are kept in blocks of _ROW_BLOCK steps, [rows, B, M] each. A finished
+#    block is a loop constant of the later blocks' loops, so step t reads only the t rows written so far
+#    (rounded up to the block) and nothing is sliced or copied;
+#  * requests run in chunks of _CHUNK, one chunk after another through all k steps, so that a chunk's
+#    Cholesky rows (_CHUNK·k·M floats) stay in the core's L2 cache instead of streaming from memory each
+#    step. Kernel rows are gathered from the full [R, M, M] input (no per-chunk copy of L).
 _ROW_BLOCK = 8
+_CHUNK = 8
 
 
 def _check_k(k, m):
@@ -69,98 +75,132 @@ def _prep_mask(candidate_mask, batch_shape, m):
 
 
 def _threshold(diag_masked, eps, eps_mode, stop_rule):
+  """Stop threshold per request: [B] from diag_masked [B, M]."""
   dtype = diag_masked.dtype
+  b = diag_masked.shape[0]
   if stop_rule == "gain_lt_one":
-    return jnp.asarray(1.0, dtype)
+    return jnp.ones((b,), dtype)
   if eps_mode == "relative":
-    return jnp.asarray(eps, dtype) * jnp.maximum(jnp.max(diag_masked), 0)
-  return jnp.asarray(eps, dtype)
+    return jnp.asarray(eps, dtype) * jnp.maximum(jnp.max(diag_masked, axis=-1), 0)
+  return jnp.full((b,), eps, dtype)
 
 
-def _select(d2, t, done, thresh, check_first):
-  """argmax (lowest index on ties) and whether step t accepts it."""
+def _select(d2):
+  """Per-request argmax with ties to the lowest index: (j [B] int32, gain [B]) for d2 [B, M]."""
   # max + first index attaining it: same result as jnp.argmax (no NaNs here), but two plain reductions
   # instead of XLA:CPU's slower variadic (value, index) reduce.
-  gain = jnp.max(d2)
-  j = jnp.min(jnp.where(d2 == gain, jnp.arange(d2.shape[0], dtype=jnp.int32), d2.shape[0]))
-  j = jnp.minimum(j, d2.shape[0] - 1)
-  first_ok = gain >= thresh if check_first else gain > -jnp.inf
-  ok = ~done & jnp.where(t == 0, first_ok, gain >= thresh)
-  return j, gain, ok
+  m = d2.shape[-1]
+  gain = jnp.max(d2, axis=-1)
+  j = jnp.min(jnp.where(d2 == gain[:, None], jnp.arange(m, dtype=jnp.int32), m), axis=-1)
+  return jnp.minimum(j, m - 1), gain
 
 
-def _greedy_single(row_fn, diag, mask, k, eps, eps_mode, stop_rule, block):
-  """Algorithm 1 for one request. row_fn(j) -> L[j, :] [M]; diag [M]; mask [M] bool."""
+def _greedy_chunk(row_fn, diag, mask, k, eps, eps_mode, stop_rule, block):
+  """Algorithm 1 for a chunk of B requests.
+
+  row_fn(j [B] int32) -> L[b, j_b, :] [B, M]; diag [B, M]; mask [B, M] bool.
+  Returns (indices [B, k] int32, valid [B, k] bool).
+  """
   dtype = diag.dtype
-  m = diag.shape[0]
+  b, m = diag.shape
   neg_inf = jnp.asarray(-jnp.inf, dtype)
   tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
+  cols = jnp.arange(m, dtype=jnp.int32)
   d2 = jnp.where(mask, diag, neg_inf)
   thresh = _threshold(d2, eps, eps_mode, stop_rule)
-  check_first = stop_rule == "gain_lt_one"
-  state = (
-      jnp.zeros((k, m), dtype),  # C: row t holds e of pick t (zero until written)
-      d2,
-      jnp.full((k,), -1, jnp.int32),
-      jnp.zeros((k,), bool),
-      jnp.asarray(False),
-  )
+  j, gain = _select(d2)
+  # The first pick skips the threshold (as the official code) unless the rule is "gain_lt_one";
+  # it fails only when no candidate exists.
+  ok = gain >= thresh if stop_rule == "gain_lt_one" else gain > neg_inf
+  idx = jnp.full((k, b), -1, jnp.int32).at[0].set(jnp.where(ok, j, -1))
+  valid = jnp.zeros((k, b), bool).at[0].set(ok)
 
-  def step(t, state, rows):
-    c, d2, idx, valid, done = state
-    j, gain, ok = _select(d2, t, done, thresh, check_first)
-    # Only the first `rows` rows of C can be non-zero at this step (static slice: no wasted traffic).
-    cr = c[:rows]
-    cj = lax.dynamic_index_in_dim(cr, j, axis=1, keepdims=False)  # [rows]
-    proj = jnp.sum(cj[:, None] * cr, axis=0) if rows else jnp.zeros((m,), dtype)
+  def step(t, state, done_blocks, lo):
+    # Pick j of step t is made; write its Cholesky row e, update d², then pick for step t + 1.
+    cur, d2, idx, valid, j, gain, ok = state
+    proj = jnp.zeros((b, m), dtype)
+    for c in done_blocks + (cur,):
+      cj = jnp.take_along_axis(c, j[None, :, None], axis=2)  # [rows, B, 1]
+      proj = proj + jnp.sum(cj * c, axis=0)
     row = jnp.where(mask, row_fn(j), 0)
-    e = (row - proj) * lax.rsqrt(jnp.maximum(gain, tiny))
-    e = jnp.where(mask & ok, e, 0)
-    c = lax.dynamic_update_index_in_dim(c, e, t, axis=0)
+    e = (row - proj) * lax.rsqrt(jnp.maximum(gain, tiny))[:, None]
+    e = jnp.where(mask & ok[:, None], e, 0)
+    cur = lax.dynamic_update_index_in_dim(cur, e, t - lo, axis=0)
     d2 = jnp.where(d2 > neg_inf, jnp.maximum(d2 - e * e, 0), neg_inf)
-    d2 = jnp.where((jnp.arange(m) == j) & ok, neg_inf, d2)
-    idx = idx.at[t].set(jnp.where(ok, j, -1))
-    valid = valid.at[t].set(ok)
-    return c, d2, idx, valid, done | ~ok
+    d2 = jnp.where((cols == j[:, None]) & ok[:, None], neg_inf, d2)
+    j, gain = _select(d2)
+    ok = ok & (gain >= thresh)  # once a step fails, every later step fails
+    idx = lax.dynamic_update_index_in_dim(idx, jnp.where(ok, j, -1), t + 1, axis=0)
+    valid = lax.dynamic_update_index_in_dim(valid, ok, t + 1, axis=0)
+    return cur, d2, idx, valid, j, gain, ok
 
-  # Steps 0..k-2 select and update; step k-1 only selects. Blocked by _ROW_BLOCK: a block of steps
-  # [lo, hi) reads rows [0, hi-1), which covers every row written before step hi-1.
+  done_blocks = ()
   for lo in range(0, k - 1, block):
     hi = min(lo + block, k - 1)
-    state = lax.fori_loop(lo, hi, functools.partial(step, rows=hi - 1), state)
-  c, d2, idx, valid, done = state
-  j, _, ok = _select(d2, k - 1, done, thresh, check_first)
-  idx = idx.at[k - 1].set(jnp.where(ok, j, -1))
-  valid = valid.at[k - 1].set(ok)
+    cur = jnp.zeros((hi - lo, b, m), dtype)
+    state = (cur, d2, idx, valid, j, gain, ok)
+    body = functools.partial(step, done_blocks=done_blocks, lo=lo)
+    cur, d2, idx, valid, j, gain, ok = lax.fori_loop(lo, hi, body, state)
+    done_blocks = done_blocks + (cur,)
+  return idx.T, valid.T
+
+
+def _run_chunks(one_chunk, r, k, chunk):
+  """Runs one_chunk(base, size) -> (indices [size, k], valid [size, k]) over requests [0, r) in chunks."""
+  n_full, rem = divmod(r, chunk)
+  if n_full <= 1 and rem == 0:
+    return one_chunk(0, r)
+  idx = jnp.zeros((r, k), jnp.int32)
+  valid = jnp.zeros((r, k), bool)
+  if n_full:
+    def body(c, carry):
+      i, v = one_chunk(c * chunk, chunk)
+      return (lax.dynamic_update_slice_in_dim(carry[0], i, c * chunk, 0),
+              lax.dynamic_update_slice_in_dim(carry[1], v, c * chunk, 0))
+    idx, valid = lax.fori_loop(0, n_full, body, (idx, valid))
+  if rem:
+    i, v = one_chunk(n_full * chunk, rem)
+    idx, valid = idx.at[n_full * chunk:].set(i), valid.at[n_full * chunk:].set(v)
   return idx, valid
 
 
-def _batched(fn, n_batch_dims, *args):
-  for _ in range(n_batch_dims):
-    fn = jax.vmap(fn)
-  return fn(*args)
+def _over_mesh(fn, mesh, n_batched, *args):
+  """Runs fn on each device's share of the request axis (axis 0 of every arg), or directly without a mesh."""
+  if mesh is None:
+    return fn(*args)
+  spec = jax.sharding.PartitionSpec(mesh.axis_names)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * n_batched, out_specs=spec, check_vma=False)(*args)
 
 
-def _chunked(one, chunk, *args):
-  """vmap over the leading axis in chunks of `chunk` requests (lax.map), so that each chunk's [chunk, k, M]
-  Cholesky buffer stays in cache for all k steps instead of streaming every request's buffer each step."""
-  r = args[0].shape[0]
-  if chunk is None or r <= chunk:
-    return jax.vmap(one)(*args)
-  return lax.map(lambda a: one(*a), args, batch_size=chunk)
+def _place_on_mesh(mesh, r, *arrays):
+  """Checks R against the mesh and puts each array's request axis (axis 0) over all mesh devices."""
+  if mesh is None:
+    return arrays
+  if r is None:
+    raise ValueError("mesh= needs batched inputs (a leading request axis R)")
+  if r % mesh.size:
+    raise ValueError(f"the number of requests R={r} must be divisible by the mesh size {mesh.size}")
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+  return tuple(jax.device_put(a, sharding) for a in arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk"))
-def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block, chunk=None):
-  def one(l, msk):
-    return _greedy_single(lambda j: lax.dynamic_index_in_dim(l, j, 0, keepdims=False),
-                          jnp.diagonal(l), msk, k, eps, eps_mode, stop_rule, block)
+@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk", "mesh"))
+def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block, chunk, mesh=None):
+  def local(L, mask):
+    def one_chunk(base, size):
+      reqs = base + jnp.arange(size)
+      diag = L[reqs[:, None], jnp.arange(L.shape[-1])[None], jnp.arange(L.shape[-1])[None]]
+      row_fn = lambda j: L[reqs, j]  # gathered from the full kernel: no copy of the chunk
+      msk = lax.dynamic_slice_in_dim(mask, base, size, 0)
+      return _greedy_chunk(row_fn, diag, msk, k, eps, eps_mode, stop_rule, block)
+    return _run_chunks(one_chunk, L.shape[0], k, chunk)
   if L.ndim == 2:
-    return one(L, mask)
-  return _chunked(one, chunk, L, mask)
+    i, v = local(L[None], mask[None])
+    return i[0], v[0]
+  return _over_mesh(local, mesh, 2, L, mask)
 
 
-def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", stop_rule="epsilon"):
+def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", stop_rule="epsilon", mesh=None):
   """Greedy MAP for a DPP by incremental Cholesky (the paper's Algorithm 1).
 
   At each step picks argmax_i d_i², d_i² = det(L_{Y∪{i}}) / det(L_Y), among unselected candidates.
@@ -173,17 +213,21 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
     candidate_mask: optional [M] / [R, M] bool; False items are never selected (padding).
     eps_mode: "absolute" (default, official) or "relative" (threshold eps·max_i L_ii) [our choice].
     stop_rule: "epsilon" (default) or "gain_lt_one" (threshold 1, unconstrained MAP) [our choice].
+    mesh: optional `jax.sharding.Mesh`; batched requests are split over all its devices (shard_map on the
+      request axis, R divisible by mesh.size). On a CPU host started with
+      `--xla_force_host_platform_device_count=<cores>` this runs one request stream per core [our choice].
 
   Returns:
     (indices [..., k] int32, valid [..., k] bool); see the module docstring. A rank-r kernel gives at
     most r valid picks (in float64; in float32 use eps_mode="relative", eps≈1e-6).
 
-  Cost: O(k²·M) time per request (step t reads t rows of the [k, M] Cholesky buffer, rounded up to a
-    block of 8), O(k·M) memory per request; requests are batched with vmap.
+  Cost: O(k²·M) time per request (step t reads the t Cholesky rows written so far, rounded up to a
+    block of 8), O(k·M) memory per request. Requests run in chunks of 8 through all k steps so a chunk's
+    rows stay cache-resident; only the selected rows of L and its diagonal are read.
 
   Raises:
     ValueError: if L is not [M, M] / [R, M, M] square, k is not an int in [1, M], the mask shape or dtype
-      is wrong, or eps_mode / stop_rule is unknown.
+      is wrong, eps_mode / stop_rule is unknown, or R is not divisible by the mesh size.
 
   Source: Chen, Zhang & Zhou (NeurIPS 2018), Algorithm 1; stop rule and masking as the official
     `fast-map-dpp` `dpp()`.
@@ -195,25 +239,34 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
   _check_k(k, m)
   _check_eps(eps_mode, stop_rule)
   mask = _prep_mask(candidate_mask, L.shape[:-2], m)
-  return _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, _ROW_BLOCK)
+  L, mask = _place_on_mesh(mesh, L.shape[0] if L.ndim == 3 else None, L, mask)
+  return _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block"))
-def _greedy_lowrank_jit(features, quality, k, eps, mask, eps_mode, stop_rule, block):
-  def one(f, q, msk):
-    q = jnp.where(msk, q, 0)
-    diag = q * q * jnp.sum(f * f, axis=-1)
+@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk", "mesh"))
+def _greedy_lowrank_jit(features, quality, k, eps, mask, eps_mode, stop_rule, block, chunk, mesh=None):
+  def local(features, quality, mask):
+    def one_chunk(base, size):
+      f = lax.dynamic_slice_in_dim(features, base, size, 0)  # [B, M, D]: small next to an M × M kernel
+      msk = lax.dynamic_slice_in_dim(mask, base, size, 0)
+      q = jnp.where(msk, lax.dynamic_slice_in_dim(quality, base, size, 0), 0)
+      diag = q * q * jnp.sum(f * f, axis=-1)
 
-    def row(j):
-      fj = lax.dynamic_index_in_dim(f, j, 0, keepdims=False)
-      return q[j] * q * (f @ fj)
+      def row_fn(j):
+        fj = jnp.take_along_axis(f, j[:, None, None], axis=1)[:, 0]  # [B, D]
+        qj = jnp.take_along_axis(q, j[:, None], axis=1)  # [B, 1]
+        return qj * q * jnp.einsum("bmd,bd->bm", f, fj)
 
-    return _greedy_single(row, diag, msk, k, eps, eps_mode, stop_rule, block)
-  return _batched(one, features.ndim - 2, features, quality, mask)
+      return _greedy_chunk(row_fn, diag, msk, k, eps, eps_mode, stop_rule, block)
+    return _run_chunks(one_chunk, features.shape[0], k, chunk)
+  if features.ndim == 2:
+    i, v = local(features[None], quality[None], mask[None])
+    return i[0], v[0]
+  return _over_mesh(local, mesh, 3, features, quality, mask)
 
 
 def greedy_map_lowrank(features, quality, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute",
-                       stop_rule="epsilon"):
+                       stop_rule="epsilon", mesh=None):
   """Algorithm 1 on L = diag(q)·F·Fᵀ·diag(q) without materialising the M × M kernel.
 
   Row j of L is q_j · q ⊙ (F f_j) and L_ii = q_i²·‖f_i‖², so a step costs O(M·D) for the row plus
@@ -223,7 +276,7 @@ def greedy_map_lowrank(features, quality, k, *, eps=1e-10, candidate_mask=None, 
     features: [M, D] or [R, M, D] float, item features F (unit rows give S_ii = 1; not required).
     quality: [M] or [R, M] float, per-item quality q (e.g. exp(α·score)).
     k: static Python int, 1 <= k <= M.
-    eps, candidate_mask, eps_mode, stop_rule: as `greedy_map`.
+    eps, candidate_mask, eps_mode, stop_rule, mesh: as `greedy_map`.
 
   Returns:
     (indices [..., k] int32, valid [..., k] bool), identical to `greedy_map` on the materialised kernel
@@ -245,7 +298,15 @@ def greedy_map_lowrank(features, quality, k, *, eps=1e-10, candidate_mask=None, 
   _check_k(k, m)
   _check_eps(eps_mode, stop_rule)
   mask = _prep_mask(candidate_mask, features.shape[:-2], m)
-  return _greedy_lowrank_jit(features, quality, k, eps, mask, eps_mode, stop_rule, _ROW_BLOCK)
+  features, quality, mask = _place_on_mesh(mesh, features.shape[0] if features.ndim == 3 else None,
+                                           features, quality, mask)
+  return _greedy_lowrank_jit(features, quality, k, eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
+
+
+def _batched(fn, n_batch_dims, *args):
+  for _ in range(n_batch_dims):
+    fn = jax.vmap(fn)
+  return fn(*args)
 
 
 def _window_single(L, mask, k, w, eps, eps_mode, stop_rule):
@@ -255,7 +316,7 @@ def _window_single(L, mask, k, w, eps, eps_mode, stop_rule):
   neg_inf = jnp.asarray(-jnp.inf, dtype)
   diag = jnp.diagonal(L)
   d2_0 = jnp.where(mask, diag, neg_inf)
-  thresh = _threshold(d2_0, eps, eps_mode, stop_rule)
+  thresh = _threshold(d2_0[None], eps, eps_mode, stop_rule)[0]
   check_first = stop_rule == "gain_lt_one"
   nw = w - 1
   eye = jnp.eye(max(nw, 1), dtype=dtype)
@@ -277,7 +338,10 @@ def _window_single(L, mask, k, w, eps, eps_mode, stop_rule):
   def step(t, state):
     hist, avail, valid, done = state
     d2 = d2_of(hist, t, avail)
-    j, _, ok = _select(d2, t, done, thresh, check_first)
+    j, gain = _select(d2[None])
+    j, gain = j[0], gain[0]
+    first_ok = gain >= thresh if check_first else gain > neg_inf
+    ok = ~done & jnp.where(t == 0, first_ok, gain >= thresh)
     hist = hist.at[t + nw].set(jnp.where(ok, j, -1))
     avail = avail & ~((jnp.arange(m) == j) & ok)
     valid = valid.at[t].set(ok)
