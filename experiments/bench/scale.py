@@ -17,6 +17,7 @@ for scale and speed only, never a substitute for real data in a result table.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import resource
 import threading
@@ -35,6 +36,7 @@ _PIPE_ROWS = flags.DEFINE_integer("pipeline_rows", 2_000_000, "Rows for the pipe
 _CHUNK = flags.DEFINE_integer("chunk_rows", 65_536, "Rows generated per chunk.")
 _REPORT = flags.DEFINE_integer("report_every", 2_000_000, "Rows between progress lines.")
 _PREFETCH = flags.DEFINE_integer("prefetch", 4, "Batches buffered by the prefetch thread.")
+_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Threads generating synthetic chunks ahead.")
 
 
 def rss_mb() -> float:
@@ -48,12 +50,13 @@ def current_rss_mb() -> float:
 
 
 def batches(n_rows: int, batch_size: int, chunk_rows: int, seed: int, schema, t: int,
-            vocab: str) -> Iterator[dict[str, np.ndarray]]:
+            vocab: str, workers: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Generate → validate → fixed-size batches (remainder rows carried to the next chunk; the last partial
   batch dropped). Each yielded batch has a `mask` of ones."""
   from recjax.data import synthetic
   carry: dict[str, np.ndarray] | None = None
-  for i, chunk in enumerate(synthetic.iter_chunks(n_rows, chunk_rows, seed, t=t, vocab=vocab)):
+  for i, chunk in enumerate(synthetic.iter_chunks(n_rows, chunk_rows, seed, t=t, vocab=vocab,
+                                                             workers=workers)):
     schema.validate(chunk, where=f"synthetic chunk {i}")
     if carry is not None:
       chunk = {k: np.concatenate([carry[k], v]) for k, v in chunk.items()}
@@ -97,16 +100,17 @@ def main(argv):
   # 1. The input pipeline alone.
   t0 = time.perf_counter()
   n = 0
-  for b in batches(_PIPE_ROWS.value, bsz, _CHUNK.value, ds.seed + 1, schema, ds.max_seq_len, ds.vocab):
+  for b in batches(_PIPE_ROWS.value, bsz, _CHUNK.value, ds.seed + 1, schema, ds.max_seq_len, ds.vocab,
+                   _WORKERS.value):
     jax.block_until_ready(sharding.shard_batch(b, mesh))
     n += bsz
   pipe_rps = n / (time.perf_counter() - t0)
   print(json.dumps({"bench": "scale", "phase": "pipeline", "rows": n, "rows_per_sec": round(pipe_rps),
-                    "peak_rss_mb": round(rss_mb(), 1)}), flush=True)
+                    "workers": _WORKERS.value, "peak_rss_mb": round(rss_mb(), 1)}), flush=True)
 
   # 2. Training with the pipeline overlapped.
   model = build_model(schema, cfg.model)
-  it = prefetched(batches(_ROWS.value, bsz, _CHUNK.value, ds.seed, schema, ds.max_seq_len, ds.vocab),
+  it = prefetched(batches(_ROWS.value, bsz, _CHUNK.value, ds.seed, schema, ds.max_seq_len, ds.vocab, _WORKERS.value),
                   _PREFETCH.value)
   first = next(it)
   state, sh = build_state(model, cfg, mesh, first)

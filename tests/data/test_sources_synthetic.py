@@ -45,6 +45,12 @@ def test_chunks_deterministic_and_valid():
     pos = np.arange(8)[None, :] >= 8 - a["seq_len/hist"][:, None]
     for f in ("btag_his", "cate_his", "brand_his"):
       np.testing.assert_array_equal(a[f"seq/{f}"] > 0, pos)    # left-padded, length = seq_len
+  threaded = list(synthetic.iter_chunks(10, 4, seed=3, t=8, vocab="small", workers=3))
+  for a, b in zip(chunks, threaded, strict=True):                 # threads do not change the rows
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  with pytest.raises(ConfigError):
+    next(synthetic.iter_chunks(10, 4, seed=0, workers=0))
   with pytest.raises(ConfigError):
     next(synthetic.iter_chunks(10, 0, seed=0))
   with pytest.raises(ConfigError):
