@@ -25,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = ["greedy_map", "greedy_map_window", "greedy_map_lowrank", "dpp_kernel"]
@@ -41,7 +42,7 @@ _CHUNK = 8
 
 
 def _check_k(k, m):
-  if not isinstance(k, int) or isinstance(k, bool):
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
     raise ValueError(f"k must be a Python int (static), got {k!r}")
   if k < 1 or k > m:
     raise ValueError(f"k must satisfy 1 <= k <= M={m}, got k={k}")
@@ -240,7 +241,7 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
   _check_eps(eps_mode, stop_rule)
   mask = _prep_mask(candidate_mask, L.shape[:-2], m)
   L, mask = _place_on_mesh(mesh, L.shape[0] if L.ndim == 3 else None, L, mask)
-  return _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
+  return _greedy_map_jit(L, int(k), eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk", "mesh"))
@@ -300,7 +301,7 @@ def greedy_map_lowrank(features, quality, k, *, eps=1e-10, candidate_mask=None, 
   mask = _prep_mask(candidate_mask, features.shape[:-2], m)
   features, quality, mask = _place_on_mesh(mesh, features.shape[0] if features.ndim == 3 else None,
                                            features, quality, mask)
-  return _greedy_lowrank_jit(features, quality, k, eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
+  return _greedy_lowrank_jit(features, quality, int(k), eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
 
 
 def _batched(fn, n_batch_dims, *args):
@@ -390,11 +391,11 @@ def greedy_map_window(L, k, window, *, eps=1e-10, candidate_mask=None, eps_mode=
     raise ValueError(f"L must be square [M, M] or [R, M, M], got shape {L.shape}")
   m = L.shape[-1]
   _check_k(k, m)
-  if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+  if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
     raise ValueError(f"window must be a Python int >= 1, got {window!r}")
   _check_eps(eps_mode, stop_rule)
   mask = _prep_mask(candidate_mask, L.shape[:-2], m)
-  return _greedy_window_jit(L, k, window, eps, mask, eps_mode, stop_rule)
+  return _greedy_window_jit(L, int(k), int(window), eps, mask, eps_mode, stop_rule)
 
 
 def dpp_kernel(scores, item_features, theta, *, center=False):
@@ -410,6 +411,8 @@ def dpp_kernel(scores, item_features, theta, *, center=False):
     theta: float in [0, 1).
     center: if True, use exp(α·(s − max s)) per request to avoid overflow at θ near 1 [our choice]. It
       scales every d² by one constant: greedy order unchanged, but an absolute eps stop is affected.
+      Near θ = 1 without centring, L_ii reaches ~exp(2α·max s) (3e117 at θ = 0.99 for s ≈ 6), so an
+      absolute eps = 1e-10 no longer separates rank from rounding: use center=True or eps_mode="relative".
 
   Returns:
     L [M, M] or [R, M, M], dtype of the promoted inputs.
@@ -435,6 +438,9 @@ def dpp_kernel(scores, item_features, theta, *, center=False):
   norm = jnp.linalg.norm(feats, axis=-1, keepdims=True)
   f = feats / jnp.where(norm > 0, norm, 1)
   sim = jnp.einsum("...id,...jd->...ij", f, f)
+  # S_ii is exactly 1 (0 for an all-zero row): rounding in ‖f‖² must not decide ties at θ = 0.
+  m = sim.shape[-1]
+  sim = jnp.where(jnp.eye(m, dtype=bool), (norm[..., 0] > 0).astype(dtype)[..., None, :], sim)
   s = scores - jnp.max(scores, axis=-1, keepdims=True) if center else scores
   q = jnp.exp(alpha * s)
   return q[..., :, None] * sim * q[..., None, :]

@@ -88,7 +88,8 @@ def pairwise_distance(item_features, indices):
   f = f / np.where(norm > 0, norm, 1.0)
   idx = np.clip(np.asarray(indices), 0, f.shape[0] - 1)
   g = f[idx]
-  return 1.0 - np.einsum("...id,...jd->...ij", g, g)
+  # Clamped at 0: 1 − cos of two equal unit vectors can round to -1e-16.
+  return np.maximum(1.0 - np.einsum("...id,...jd->...ij", g, g), 0.0)
 
 
 def _pair_mask(shape, valid, window):

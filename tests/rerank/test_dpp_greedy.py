@@ -167,6 +167,19 @@ def test_dpp_kernel_theta(x64, theta):
     np.testing.assert_array_equal(np.asarray(got[0]), np.argsort(-scores)[:10])
 
 
+def test_dpp_kernel_exact_unit_diagonal_breaks_ties_by_index(x64):
+  """Equal scores at θ = 0: every L_ii is exactly 1, so the first pick is item 0 (lowest index), not the
+  item whose ‖f‖² happened to round up; an all-zero feature row gives L_ii = 0."""
+  feats = np.random.default_rng(2).normal(size=(30, 6))
+  feats[5] = 0.0
+  L = np.asarray(dpp_kernel(jnp.zeros(30), jnp.asarray(feats), 0.0))
+  want = np.ones(30)
+  want[5] = 0.0
+  np.testing.assert_array_equal(np.diag(L), want)
+  assert int(greedy_map(jnp.asarray(L), 3)[0][0]) == 0
+  assert int(greedy_map(jnp.asarray(L), np.int64(3))[0][0]) == 0  # NumPy integers are accepted as k
+
+
 def test_dpp_kernel_center_only_rescales(x64):
   rng = np.random.default_rng(12)
   feats, scores = rng.normal(size=(20, 8)), rng.normal(size=20) * 3
