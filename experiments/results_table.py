@@ -4,7 +4,8 @@
       --presets movielens,taobao_ub,amazon_beauty,taobao_ad --seeds 0,1,2 --out experiments/results/ctr
 
 Each (model, preset, seed) is one `train_and_evaluate` run in `<out>/runs/<model>_<preset>_s<seed>/`, so
-re-running the command resumes unfinished runs and reuses finished ones (their `results.json`). Writes
+re-running the command resumes unfinished runs and reuses finished ones (their `results.json`);
+`--collect_only` trains nothing and tabulates whatever has finished. Writes
 `<out>.csv` (one row per run) and `<out>.md` (test AUC / gAUC / LogLoss as mean ± std over seeds, plus
 the training throughput). Any config field can be overridden for every run with `--set field=value`.
 """
@@ -24,6 +25,7 @@ _MODELS = flags.DEFINE_list("models", ["interformer", "dnn", "dcnv2", "din"], "C
 _PRESETS = flags.DEFINE_list("presets", ["movielens"], "Variants (dataset presets) of each config.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _OUT = flags.DEFINE_string("out", "experiments/results/ctr", "Output prefix (<out>.csv, <out>.md, <out>/runs/).")
+_COLLECT = flags.DEFINE_bool("collect_only", False, "Train nothing: tabulate the finished runs, list the missing.")
 _SET = flags.DEFINE_multi_string("set", [], "field=value overrides applied to every run (e.g. train.max_steps=400).")
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -53,6 +55,8 @@ def run_one(model: str, preset: str, seed: int, out: pathlib.Path) -> dict:
   done = workdir / "results.json"
   if done.exists():
     return json.loads(done.read_text())
+  if _COLLECT.value:
+    return None
   cfg = load_config(model, preset)
   cfg.seed = seed
   for a in _SET.value:
@@ -68,12 +72,17 @@ def main(argv):
     for model in _MODELS.value:
       for seed in (int(s) for s in _SEEDS.value):
         r = run_one(model, preset, seed, out)
+        if r is None:
+          print(f"missing (not finished): {model} {preset} seed {seed}", flush=True)
+          continue
         rows.append({"model": model, "preset": preset, "dataset": r["dataset"], "seed": seed,
                      "best_step": r["best_step"], "num_params": r.get("num_params"),
                      "train_examples_per_sec": r["train_examples_per_sec"],
                      **{f"valid_{k}": r["valid"][k] for k in METRICS},
                      **{f"test_{k}": r["test"][k] for k in METRICS}})
         print(json.dumps(rows[-1]), flush=True)
+  if not rows:
+    raise SystemExit(f"no finished runs under {out / 'runs'}; nothing to tabulate")
   out.parent.mkdir(parents=True, exist_ok=True)
   with open(f"{out}.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -83,6 +92,8 @@ def main(argv):
   for preset in _PRESETS.value:
     for model in _MODELS.value:
       rs = [r for r in rows if r["preset"] == preset and r["model"] == model]
+      if not rs:
+        continue
 
       def ms(key, rs=rs):
         v = np.array([r[key] for r in rs], float)
