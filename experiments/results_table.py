@@ -67,13 +67,13 @@ def run_one(model: str, preset: str, seed: int, out: pathlib.Path) -> dict:
 def main(argv):
   del argv
   out = pathlib.Path(_OUT.value)
-  rows = []
+  rows, missing = [], {}
   for preset in _PRESETS.value:
     for model in _MODELS.value:
       for seed in (int(s) for s in _SEEDS.value):
         r = run_one(model, preset, seed, out)
         if r is None:
-          print(f"missing (not finished): {model} {preset} seed {seed}", flush=True)
+          missing.setdefault(f"{model} {preset}", []).append(seed)
           continue
         rows.append({"model": model, "preset": preset, "dataset": r["dataset"], "seed": seed,
                      "best_step": r["best_step"], "num_params": r.get("num_params"),
@@ -81,6 +81,8 @@ def main(argv):
                      **{f"valid_{k}": r["valid"][k] for k in METRICS},
                      **{f"test_{k}": r["test"][k] for k in METRICS}})
         print(json.dumps(rows[-1]), flush=True)
+  for name, seeds in missing.items():
+    print(f"not finished: {name} seeds {seeds}", flush=True)
   if not rows:
     raise SystemExit(f"no finished runs under {out / 'runs'}; nothing to tabulate")
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def main(argv):
   eps = res["train_examples_per_sec"]
   print(f"{res['model']} on {res['dataset']}: best step {res['best_step']} | valid AUC {v.get('auc', float('nan')):.4f} "
         f"| test AUC {t['auc']:.4f} gAUC {t['gauc']:.4f} LogLoss {t['logloss']:.4f} NE {t['ne']:.4f} "
-        f"| {f'{eps:.0f}' if eps else 'n/a (nothing left to train)'} train ex/s | {_WORKDIR.value}/results.json")
+        f"| {f'{eps:.0f}' if eps else 'n/a'} train ex/s | {_WORKDIR.value}/results.json")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -60,10 +60,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
     msg = str(e.args[0] if e.args and isinstance(e.args[0], str) else e)
     if "Traceback" in msg:  # config_flags wraps errors raised while loading the config file
       msg = msg.rsplit("Error: ", 1)[-1]
-    msg = msg.replace("\\n", " ").replace("\n", " ").replace("'", "").strip().strip('"')
+    msg = msg.replace("\\n", " ").replace("\n", " ").replace("\\", "").replace("'", "").strip().strip('"')
+    msg = msg.rstrip(".") if msg.endswith("..") or msg.endswith("?.") else msg
     kind = "unknown config field" if isinstance(e, (AttributeError, KeyError)) else "bad flag value"
-    print(f"error: {kind}: {msg}. Config overrides given: "
-          f"{[a for a in argv[1:] if a.startswith('--config.')]}. Usage: python experiments/run.py "
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    given = f" Config overrides given: {overrides}." if overrides else ""
+    end = "" if msg.endswith((".", "?")) else "."
+    print(f"error: {kind}: {msg}{end}{given} Usage: python experiments/run.py "
           f"--config experiments/configs/<model>.py:<variant> --workdir DIR [--config.<field>=<value> ...]",
           file=sys.stderr)
     sys.exit(2)

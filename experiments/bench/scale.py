@@ -139,7 +139,7 @@ def main(argv):
       "bench": "scale", "phase": "train", "model": cfg.model.name, "params": param_count(state.params),
       "rows": rows, "batch": bsz, "train_rows_per_sec": round(train_rps), "pipeline_rows_per_sec": round(pipe_rps),
       "pipeline_keeps_up": bool(pipe_rps >= 2 * train_rps),
-      "peak_rss_mb_at_2m_rows": round(rss_at_2m or rss_mb(), 1), "peak_rss_mb_at_end": round(rss_mb(), 1),
+      "peak_rss_mb_at_2m_rows": round(rss_at_2m, 1) if rss_at_2m else None, "peak_rss_mb_at_end": round(rss_mb(), 1),
       "first_loss": losses[0] if losses else None, "last_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
       "device": jax.devices()[0].platform, "jax": jax.__version__}), flush=True)
 

@@ -85,7 +85,8 @@ class _MetricsLog:
     self._f.write(json.dumps(_finite_or_none(rec)) + "\n")
     self._f.flush()
     for k, v in values.items():
-      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+      if math.isfinite(float(v)):  # e.g. gAUC is undefined (NaN) when no user has both labels
+        self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
   def close(self) -> None:
     if not self._f.closed:
@@ -364,6 +365,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   finally:
     bar.close()
   t_train = time.perf_counter() - t_first - t_eval if t_first is not None else 0.0
+  finished = workdir / "results.json"
+  if steps_timed == 0 and t_first is None and finished.exists():
+    # Re-running a finished run: keep its results and metrics log as they are (no second test line).
+    mlog.close()
+    ckpt.close()
+    log.info("%s is already finished; returning its results.json", workdir)
+    return json.loads(finished.read_text())
 
   test = evaluator(best_params, data.test)
   mlog.write(step, "test", test)

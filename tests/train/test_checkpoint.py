@@ -112,3 +112,16 @@ def test_resume_with_a_different_config_is_refused(tmp_path, ml100k, tiny_config
   cfg.train.lr = 1e-3
   cfg.train.max_steps = 4   # how long to train may change: the run resumes and extends
   assert train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)["final_step"] == 4
+
+
+def test_rerunning_a_finished_run_changes_nothing(tmp_path, ml100k, tiny_config):
+  cfg = tiny_config
+  cfg.train.max_steps, cfg.train.eval_every = 3, 3
+  first = train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)
+  log_before = (tmp_path / "metrics.jsonl").read_text()
+  results_before = (tmp_path / "results.json").read_text()
+  again = train_and_evaluate(cfg, tmp_path, data=ml100k, progress=False)
+  assert (tmp_path / "metrics.jsonl").read_text() == log_before   # no second "test" line
+  assert (tmp_path / "results.json").read_text() == results_before  # throughput not overwritten by null
+  assert again["test"] == pytest.approx(first["test"], nan_ok=True)
+  assert sum('"split": "test"' in line for line in log_before.splitlines()) == 1
