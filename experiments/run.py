@@ -61,11 +61,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if "Traceback" in msg:  # config_flags wraps errors raised while loading the config file
       msg = msg.rsplit("Error: ", 1)[-1]
     msg = msg.replace("\\n", " ").replace("\n", " ").replace("\\", "").replace("'", "").strip().strip('"')
-    msg = msg.rstrip(".") if msg.endswith("..") or msg.endswith("?.") else msg
+    msg = msg.rstrip(".")
     kind = "unknown config field" if isinstance(e, (AttributeError, KeyError)) else "bad flag value"
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
     given = f" Config overrides given: {overrides}." if overrides else ""
-    end = "" if msg.endswith((".", "?")) else "."
+    end = "" if msg.endswith("?") else "."
     print(f"error: {kind}: {msg}{end}{given} Usage: python experiments/run.py "
           f"--config experiments/configs/<model>.py:<variant> --workdir DIR [--config.<field>=<value> ...]",
           file=sys.stderr)

@@ -86,6 +86,12 @@ def _threshold(diag_masked, eps, eps_mode, stop_rule):
   return jnp.full((b,), eps, dtype)
 
 
+def _first_pick_ok(gain, thresh, stop_rule):
+  """The first pick skips the threshold (as the official code) unless stop_rule is "gain_lt_one"; it
+  fails only when no candidate exists (gain = -inf)."""
+  return gain >= thresh if stop_rule == "gain_lt_one" else gain > -jnp.inf
+
+
 def _select(d2):
   """Per-request argmax with ties to the lowest index: (j [B] int32, gain [B]) for d2 [B, M]."""
   # max + first index attaining it: same result as jnp.argmax (no NaNs here), but two plain reductions
@@ -110,9 +116,7 @@ def _greedy_chunk(row_fn, diag, mask, k, eps, eps_mode, stop_rule, block):
   d2 = jnp.where(mask, diag, neg_inf)
   thresh = _threshold(d2, eps, eps_mode, stop_rule)
   j, gain = _select(d2)
-  # The first pick skips the threshold (as the official code) unless the rule is "gain_lt_one";
-  # it fails only when no candidate exists.
-  ok = gain >= thresh if stop_rule == "gain_lt_one" else gain > neg_inf
+  ok = _first_pick_ok(gain, thresh, stop_rule)
   idx = jnp.full((k, b), -1, jnp.int32).at[0].set(jnp.where(ok, j, -1))
   valid = jnp.zeros((k, b), bool).at[0].set(ok)
 
@@ -318,7 +322,6 @@ def _window_single(L, mask, k, w, eps, eps_mode, stop_rule):
   diag = jnp.diagonal(L)
   d2_0 = jnp.where(mask, diag, neg_inf)
   thresh = _threshold(d2_0[None], eps, eps_mode, stop_rule)[0]
-  check_first = stop_rule == "gain_lt_one"
   nw = w - 1
   eye = jnp.eye(max(nw, 1), dtype=dtype)
 
@@ -341,8 +344,7 @@ def _window_single(L, mask, k, w, eps, eps_mode, stop_rule):
     d2 = d2_of(hist, t, avail)
     j, gain = _select(d2[None])
     j, gain = j[0], gain[0]
-    first_ok = gain >= thresh if check_first else gain > neg_inf
-    ok = ~done & jnp.where(t == 0, first_ok, gain >= thresh)
+    ok = ~done & jnp.where(t == 0, _first_pick_ok(gain, thresh, stop_rule), gain >= thresh)
     hist = hist.at[t + nw].set(jnp.where(ok, j, -1))
     avail = avail & ~((jnp.arange(m) == j) & ok)
     valid = valid.at[t].set(ok)

@@ -366,7 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     bar.close()
   t_train = time.perf_counter() - t_first - t_eval if t_first is not None else 0.0
   finished = workdir / "results.json"
-  if steps_timed == 0 and t_first is None and finished.exists():
+  if t_first is None and finished.exists():  # no step ran in this call
     # Re-running a finished run: keep its results and metrics log as they are (no second test line).
     mlog.close()
     ckpt.close()
