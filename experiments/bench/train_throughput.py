@@ -6,7 +6,9 @@
 Measures the jitted train step on in-memory batches already on the device (the input pipeline is timed
 separately by scale.py): the median step time of `--steps` steps after `--warmup` warm-up steps, FLOPs per
 example from XLA's cost analysis of the compiled step, achieved GFLOP/s, and MFU = achieved FLOP/s over the
-FLOP/s of a large float32 matmul timed in the same process. Peak host memory is the process's max RSS.
+FLOP/s of a large float32 matmul timed in the same process. For a model computing in bfloat16
+(`--config.model.dtype=bfloat16`; params stay float32) it also reports `mfu_vs_compute_dtype`, against a
+bfloat16 matmul (AMX/AVX512-BF16 units where the CPU has them). Peak host memory is the process's max RSS.
 """
 
 from __future__ import annotations
@@ -27,20 +29,21 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file `path.py:
 _BATCH = flags.DEFINE_integer("batch", 2048, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
-_MATMUL = flags.DEFINE_integer("matmul_n", 2048, "Size n of the n×n×n f32 matmul that defines peak FLOP/s.")
+_MATMUL = flags.DEFINE_integer("matmul_n", 2048, "Size n of the n×n×n matmul that defines peak FLOP/s.")
 
 
-def matmul_flops_per_sec(n: int, reps: int = 10) -> float:
-  """FLOP/s of an n×n @ n×n float32 matmul on the default device (median of `reps`)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
+def matmul_flops_per_sec(n: int, dtype=jnp.float32, reps: int = 10) -> float:
+  """Peak FLOP/s of an n×n @ n×n matmul in `dtype` (f32 accumulation) on the default device: the fastest
+  of `reps` timed calls (the median moved by up to 2× between processes on a shared host)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+  f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
   f(a).block_until_ready()
   times = []
   for _ in range(reps):
     t = time.perf_counter()
     f(a).block_until_ready()
     times.append(time.perf_counter() - t)
-  return 2 * n**3 / statistics.median(times)
+  return 2 * n**3 / min(times)
 
 
 def main(argv):
@@ -80,6 +83,8 @@ def main(argv):
     times.append(time.perf_counter() - t)
   step_s = statistics.median(times)
   peak = matmul_flops_per_sec(_MATMUL.value)
+  compute_dtype = str(cfg.model.get("dtype", "float32"))
+  peak_same = peak if compute_dtype == "float32" else matmul_flops_per_sec(_MATMUL.value, jnp.dtype(compute_dtype))
   achieved = flops_step / step_s
   print(json.dumps({
       "bench": "train_throughput",
@@ -94,6 +99,9 @@ def main(argv):
       "achieved_gflops": round(achieved / 1e9, 2),
       "matmul_gflops": round(peak / 1e9, 2),
       "mfu": round(achieved / peak, 4),
+      "compute_dtype": compute_dtype,
+      "matmul_gflops_compute_dtype": round(peak_same / 1e9, 2),
+      "mfu_vs_compute_dtype": round(achieved / peak_same, 4),
       "compile_s": round(compile_s, 1),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "loss_finite": bool(np.isfinite(float(m["loss"]))),
