@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, `path.py:variant`.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, metrics, results.json).")
-_NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Disable the progress bar.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar; --noprogress hides it (logs, CI).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,7 +41,7 @@ def main(argv):
   from recjax.errors import RecjaxError
   from recjax.train.loop import train_and_evaluate
   try:
-    res = train_and_evaluate(config, _WORKDIR.value, progress=not _NO_PROGRESS.value)
+    res = train_and_evaluate(config, _WORKDIR.value, progress=_PROGRESS.value)
   except RecjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -46,7 +46,7 @@ def test_checkpoint_round_trip(tmp_path):
 def _run_cmd(workdir: pathlib.Path, *overrides: str) -> list[str]:
   return [sys.executable, str(ROOT / "experiments" / "run.py"),
           "--config", str(ROOT / "experiments" / "configs" / "interformer.py") + ":tiny",
-          "--workdir", str(workdir), "--no_progress", *overrides]
+          "--workdir", str(workdir), "--noprogress", *overrides]
 
 
 @pytest.mark.slow
