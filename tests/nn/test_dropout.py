@@ -74,3 +74,77 @@ def test_identity_at_eval_and_rate_zero():
 def test_bad_rate_raises():
   with pytest.raises(ValueError, match="rate"):
     Dropout(1.0).apply({}, jnp.ones(3), train=False)
+
+
+def _hash_reference(k0, k1, n):
+  """h = fmix32(fmix32(p ^ k0) ^ k1) for positions p = 0..n-1, in Python integers."""
+  def fmix(h):
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) % 2**32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) % 2**32
+    return h ^ (h >> 16)
+  return [fmix(fmix(p ^ k0) ^ k1) for p in range(n)]
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (), (4, 0, 3), (11,)])
+def test_hash_bits_is_the_documented_formula_in_row_major_order(shape):
+  key = jax.random.key(5)
+  k0, k1 = (int(w) for w in np.asarray(jax.random.bits(key, (2,), jnp.uint32)))
+  n = int(np.prod(shape))
+  want = np.asarray(_hash_reference(k0, k1, n), np.uint64).reshape(shape)
+  np.testing.assert_array_equal(np.asarray(hash_bits(key, shape)).astype(np.uint64), want)
+  np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: hash_bits(k, shape))(key)).astype(np.uint64), want)
+
+
+def test_too_many_elements_raise_without_allocating():
+  with pytest.raises(ValueError, match="2\\*\\*32"):
+    hash_bits(jax.random.key(0), (65536, 65537))
+
+
+def test_bfloat16_kept_values_are_correctly_rounded():
+  x = jax.random.normal(jax.random.key(0), (4096,)).astype(jnp.bfloat16)
+  y = Dropout(0.1).apply({}, x, train=True, rngs={"dropout": jax.random.key(1)})
+  kept = np.asarray(y != 0) & np.asarray(x != 0)
+  # x / 0.9 in float64, rounded once to bfloat16. Dividing by bf16(0.9) = 0.8984 instead misrounds ~1/3 of them.
+  want = jnp.asarray(np.asarray(x, np.float64) / 0.9, jnp.float32).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(np.asarray(y, np.float32)[kept], np.asarray(want, np.float32)[kept])
+  assert 0.85 < kept.mean() < 0.95
+
+
+SHARDED_SCRIPT = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from recjax.nn.dropout import Dropout
+f = jax.jit(lambda x, k: Dropout(0.3).apply({}, x, train=True, rngs={"dropout": k}))
+key = jax.random.key(9)
+x = jax.random.normal(jax.random.key(1), (8, 4, 12, 12))
+ref = np.asarray(f(x, key))
+m1 = Mesh(np.array(jax.devices()), ("d",))
+m2 = Mesh(np.array(jax.devices()).reshape(2, 2), ("d", "m"))
+out = {}
+for name, mesh, spec in [("rows", m1, P("d")), ("inner", m1, P(None, None, "d")), ("2d", m2, P("d", "m"))]:
+  xs = jax.device_put(x, NamedSharding(mesh, spec))
+  out[name] = bool(np.array_equal(np.asarray(f(xs, key)), ref))
+out["devices"] = len(jax.devices())
+out["dropped"] = float((ref == 0).mean())
+print(json.dumps(out))
+"""
+
+
+def test_masks_are_the_same_on_any_mesh():
+  """Sharding x over 4 simulated CPU devices along the batch, an inner axis, or two axes leaves the mask
+  unchanged (positions are global)."""
+  import json
+  import os
+  import subprocess
+  import sys
+
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+  res = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True, text=True)
+  assert res.returncode == 0, res.stderr[-3000:]
+  out = json.loads(res.stdout.strip().splitlines()[-1])
+  assert out["devices"] == 4
+  assert out["rows"] and out["inner"] and out["2d"]
+  assert 0.25 < out["dropped"] < 0.35  # 4,608 elements at rate 0.3
