@@ -88,5 +88,5 @@ class Dropout(nn.Module):
     bits = hash_bits(self.make_rng(self.rng_collection), x.shape)
     # Scale in at least float32 and cast once: 1 / (1 − rate) rounded to bf16 would bias E[y] (0.9 → 0.8984).
     wide = jnp.promote_types(x.dtype, jnp.float32)
-    kept = (x.astype(wide) * jnp.asarray(1.0 / (1.0 - self.rate), wide)).astype(x.dtype)
+    kept = (x.astype(wide) / jnp.asarray(1.0 - self.rate, wide)).astype(x.dtype)
     return jnp.where(bits >= threshold, kept, jnp.zeros((), x.dtype))
