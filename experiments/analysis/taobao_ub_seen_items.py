@@ -29,7 +29,7 @@ from results_table import load_config
 from recjax import sharding
 from recjax.data import pipeline
 from recjax.data.dataset import load_dataset
-from recjax.metrics import auc as roc_auc_score
+from recjax.metrics import auc
 from recjax.models import build_model
 from recjax.train.checkpoint import Checkpointer, abstract_with_shardings
 from recjax.train.loop import Evaluator, build_state
@@ -47,7 +47,7 @@ def main(run_names: list[str], runs_dir: pathlib.Path = ROOT / "results" / "ctr"
       valid = data.valid
       seen = np.isin(valid["sparse"][:, col], train_items)
       y = valid["label"]
-      print(json.dumps({"run": "unseen-item indicator alone", "auc_all": round(roc_auc_score(y, (~seen).astype(float)), 4),
+      print(json.dumps({"run": "unseen-item indicator alone", "auc_all": round(auc(y, (~seen).astype(float)), 4),
                         "seen_frac_positives": round(float(seen[y == 1].mean()), 4),
                         "seen_frac_negatives": round(float(seen[y == 0].mean()), 4)}))
     model = build_model(data.schema, cfg.model)
@@ -62,9 +62,9 @@ def main(run_names: list[str], runs_dir: pathlib.Path = ROOT / "results" / "ctr"
     ckpt.close()
     logits = Evaluator(model, mesh, sh.params, cfg, data.train_positive_rate).logits(best, valid)
     print(json.dumps({"run": name, "checkpoint_step": step, "best_step": meta["best_step"],
-                      "auc_all": round(roc_auc_score(y, logits), 4),
-                      "auc_seen_items": round(roc_auc_score(y[seen], logits[seen]), 4),
-                      "auc_unseen_items": round(roc_auc_score(y[~seen], logits[~seen]), 4),
+                      "auc_all": round(auc(y, logits), 4),
+                      "auc_seen_items": round(auc(y[seen], logits[seen]), 4),
+                      "auc_unseen_items": round(auc(y[~seen], logits[~seen]), 4),
                       "rows_seen": int(seen.sum()), "rows_unseen": int((~seen).sum())}), flush=True)
 
 

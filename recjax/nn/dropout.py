@@ -15,6 +15,8 @@ guaranteed across backends).
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -43,9 +45,7 @@ def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   Raises:
     ValueError: if the shape has more than 2³² elements (positions would repeat).
   """
-  size = 1
-  for d in shape:
-    size *= int(d)
+  size = math.prod(int(d) for d in shape)
   if size > 2**32:
     raise ValueError(f"hash_bits: {size} elements exceed 2**32 distinct positions (shape {shape})")
   k = jax.random.bits(key, (2,), jnp.uint32)

@@ -20,18 +20,20 @@ def test_keep_fraction_and_scaling(rate):
   np.testing.assert_allclose(y[kept], 1.0 / (1.0 - rate), rtol=1e-6)
 
 
+def _fmix32_reference(h: int) -> int:
+  """MurmurHash3's fmix32 written out in Python integers (mod 2**32)."""
+  h ^= h >> 16
+  h = (h * 0x85EBCA6B) % 2**32
+  h ^= h >> 13
+  h = (h * 0xC2B2AE35) % 2**32
+  return h ^ (h >> 16)
+
+
 def test_fmix32_matches_murmur3_reference():
-  # MurmurHash3 fmix32 written out in Python integers (mod 2**32), on a few hand-picked words.
-  def ref(h):
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) % 2**32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) % 2**32
-    return h ^ (h >> 16)
   words = [0, 1, 2, 0xDEADBEEF, 2**32 - 1, 123456789]
   got = np.asarray(_fmix32(jnp.asarray(words, jnp.uint32)))
-  assert got.tolist() == [ref(w) for w in words]
-  assert ref(0) == 0 and ref(1) == 0x514E28B7  # published fmix32 test value for 1
+  assert got.tolist() == [_fmix32_reference(w) for w in words]
+  assert _fmix32_reference(0) == 0 and _fmix32_reference(1) == 0x514E28B7  # published fmix32 value for 1
 
 
 def test_bits_are_uniform_and_uncorrelated():
@@ -78,13 +80,7 @@ def test_bad_rate_raises():
 
 def _hash_reference(k0, k1, n):
   """h = fmix32(fmix32(p ^ k0) ^ k1) for positions p = 0..n-1, in Python integers."""
-  def fmix(h):
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) % 2**32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) % 2**32
-    return h ^ (h >> 16)
-  return [fmix(fmix(p ^ k0) ^ k1) for p in range(n)]
+  return [_fmix32_reference(_fmix32_reference(p ^ k0) ^ k1) for p in range(n)]
 
 
 @pytest.mark.parametrize("shape", [(3, 7, 5), (), (4, 0, 3), (11,)])
@@ -133,18 +129,10 @@ print(json.dumps(out))
 """
 
 
-def test_masks_are_the_same_on_any_mesh():
+def test_masks_are_the_same_on_any_mesh(run_json_on_cpu_devices):
   """Sharding x over 4 simulated CPU devices along the batch, an inner axis, or two axes leaves the mask
   unchanged (positions are global)."""
-  import json
-  import os
-  import subprocess
-  import sys
-
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-  res = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True, text=True, check=False)
-  assert res.returncode == 0, res.stderr[-3000:]
-  out = json.loads(res.stdout.strip().splitlines()[-1])
+  out = run_json_on_cpu_devices(["-c", SHARDED_SCRIPT], devices=4)
   assert out["devices"] == 4
   assert out["rows"] and out["inner"] and out["2d"]
   assert 0.25 < out["dropped"] < 0.35  # 4,608 elements at rate 0.3

@@ -289,17 +289,9 @@ print(json.dumps(out))
 """
 
 
-def test_mesh_sharded_requests_match_single_device(tmp_path):
+def test_mesh_sharded_requests_match_single_device(run_json_on_cpu_devices):
   """Requests split over 8 simulated CPU devices (shard_map) give the same picks as one device."""
-  import json
-  import os
-  import subprocess
-  import sys
-
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-  res = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, capture_output=True, text=True)
-  assert res.returncode == 0, res.stderr[-3000:]
-  out = json.loads(res.stdout.strip().splitlines()[-1])
+  out = run_json_on_cpu_devices(["-c", MESH_SCRIPT], devices=8)
   assert out["devices"] == 8
   assert out["mesh"] == out["one"]
   assert sum(map(sum, out["one"][1])) > 24 * 6  # most requests fill several valid picks

@@ -4,15 +4,10 @@ written on mesh (4,2) restores onto (2,4) and onto one device with identical val
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
 from conftest import ml100k_available
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -20,17 +15,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(not ml100k_available(), reason="ml-100k not in RECJAX_DATA_DIR")
 
 
-def run_meshes(workdir, shapes: str) -> dict:
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, str(HERE / "multidevice_script.py"), str(HERE), str(workdir), shapes],
-                       env=env, capture_output=True, text=True)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
-def meshes(tmp_path_factory):
-  return run_meshes(tmp_path_factory.mktemp("mesh"), "4x2,1x1,8x1,2x4")
+def meshes(tmp_path_factory, run_json_on_cpu_devices):
+  workdir = tmp_path_factory.mktemp("mesh")
+  return run_json_on_cpu_devices([str(HERE / "multidevice_script.py"), str(HERE), str(workdir),
+                                  "4x2,1x1,8x1,2x4"], devices=8)
 
 
 def test_same_loss_on_every_mesh(meshes):
