@@ -120,6 +120,44 @@ def test_fixture_long_history_and_seed(tmp_path, cache_dir):
   np.testing.assert_array_equal(ds.train["sparse"], again.train["sparse"])
 
 
+def test_negative_item_distribution(tmp_path, cache_dir):
+  # Category 90: item 900 has 9 events (users 50-58), item 901 one (user 59). Users 60-459 each view 902
+  # then 903, so each emits one positive (903) whose negative must be 900 or 901: drawn 1:1 under
+  # "uniform" and 9:1 under "popularity" (by event count). Seeded, so the counts are fixed; the bounds are
+  # about 4 standard deviations of a binomial(400, p).
+  events = [(u, 900, 90, "pv", 1) for u in range(50, 59)] + [(59, 901, 90, "pv", 1)]
+  events += [e for u in range(60, 460) for e in ((u, 902, 90, "pv", 1), (u, 903, 90, "pv", 2))]
+  root = write(tmp_path, events)
+  frac = {}
+  for mode in tub.NEGATIVES:
+    ds = load_dataset(cfg(root, negatives=mode, max_seq_len=2))
+    iid = check(ds, events, 2)
+    neg = np.concatenate([ds.split(s)["sparse"][1::2, 1] for s in SPLITS])
+    assert neg.size == 400 and set(neg.tolist()) <= {iid[900], iid[901]}
+    frac[mode] = float(np.mean(neg == iid[900]))
+  assert 0.40 <= frac["uniform"] <= 0.60, frac
+  assert 0.84 <= frac["popularity"] <= 0.96, frac
+  with pytest.raises(ConfigError, match="dataset.negatives"):
+    load_dataset(cfg(root, negatives="hard"))
+
+
+def test_split_popularity_draws_from_the_rows_split(tmp_path, cache_dir):
+  # Four users, ten category-90 events each on their own items u*1000+j at time j: positions 0-7 are train,
+  # 8 valid, 9 test. Under "split_popularity" a row's negative is another user's item of the same split:
+  # position 8 for valid rows, 9 for test rows, 0-7 for train rows.
+  users = (1, 2, 3, 9)
+  events = [(u, u * 1000 + j, 90, "pv", j) for u in users for j in range(10)]
+  ds = load_dataset(cfg(write(tmp_path, events), negatives="split_popularity", max_seq_len=3))
+  iid = check(ds, events, 3)
+  raw = {v: k for k, v in iid.items()}
+  for s, positions in (("train", range(8)), ("valid", (8,)), ("test", (9,))):
+    a = ds.split(s)
+    for u, item in zip(a["group_id"][1::2], a["sparse"][1::2, 1]):
+      owner, j = divmod(raw[int(item)], 1000)
+      assert owner != u and owner in users and j in positions, (s, u, raw[int(item)])
+  assert len(ds.valid["label"]) == len(ds.test["label"]) == 8
+
+
 def test_bad_inputs(tmp_path, cache_dir):
   root = write(tmp_path, EVENTS[:3] + [(1, 104, 10, "click", 7)])
   with pytest.raises(DataError, match=r"ub.csv: line 4: field 'behavior_type'.*'click'"):

@@ -10,11 +10,22 @@ original too).
 Samples (issue 3): each user's events are sorted by (timestamp, file order) (stable). Every event with at least
 one earlier event of the same user emits two rows, in this order:
 - a positive: the event's item and category, label 1, with the histories of the events before it;
-- a negative: label 0, same histories, an item drawn uniformly (seeded by `dataset.seed`) among the items of
-  the event's category (distinct (category, item) pairs of the file) that the user never interacts with in
-  the file (our choice: the whole file, not only the past, so no future positive becomes a negative); if the
-  category has no such item, uniformly among all distinct items of the file the user never touches, with
-  that item's category (the category of its first line in the file).
+- a negative: label 0, same histories, an item drawn (seeded by `dataset.seed`) among the items of the event's
+  category that the user never interacts with in the file (our choice: the whole file, not only the past, so
+  no future positive becomes a negative); if the category has no such item, among all items of the file the
+  user never touches, with that item's category (the category of its first line in the file).
+
+How the negative's item is drawn is `dataset.negatives`:
+- `"uniform"` (default; the issue's "a random item"): uniformly over the distinct (category, item) pairs.
+- `"popularity"` (our choice, an option): proportionally to the item's number of events in the file, so that
+  negatives' items follow the same distribution as positives' items. On the 84k-event head, uniform draws
+  make item identity anti-predictive out of time: 82 % of the validation negatives' items were training
+  positives, against 37 % of the validation positives' items (most items have one event, and the later
+  positives are often new items), so a model that memorises item popularity scores below chance
+  (`experiments/analysis/taobao_ub_item_prior.py`). Drawing by count over the whole file does not help.
+- `"split_popularity"` (our choice, an option): by event count among the events of the row's own split
+  (train / valid / test), so that a validation negative's item is as new to the training data as a validation
+  positive's. Rows whose split has no allowed item draw by count over the whole file.
 
 Sequences (T = `max_seq_len`, left-padded with 0, most recent last, strictly earlier events only):
 
@@ -55,12 +66,14 @@ DEFAULTS: dict = dict(
     data_dir="",
     max_seq_len=50,                    # T of every group (issue 3)
     seed=0,                            # negative sampling seed
+    negatives="uniform",               # how negatives' items are drawn: uniform | popularity | split_popularity
     features=(),
     use_cache=True,
 )
 
 BEHAVIORS = ("pv", "cart", "fav", "buy")
 FIELDS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
+NEGATIVES = ("uniform", "popularity", "split_popularity")
 HOW = ("Download UserBehavior.csv from Alibaba Tianchi (https://tianchi.aliyun.com/dataset/649, login "
        "required) and place it there, or set dataset.file.")
 
@@ -69,18 +82,19 @@ def _check_cfg(cfg):
   folder, file = C.folder_and_file(cfg, DEFAULTS)
   t = C.check_int("max_seq_len", C.get(cfg, "max_seq_len", DEFAULTS), 1)
   seed = C.check_int("seed", C.get(cfg, "seed", DEFAULTS))
-  return folder, file, t, seed
+  negatives = C.check_choice("negatives", C.get(cfg, "negatives", DEFAULTS), NEGATIVES)
+  return folder, file, t, seed, negatives
 
 
 def prepare(cfg, data_dir: pathlib.Path) -> dict[str, pathlib.Path]:
   """Checks `<data_dir>/<folder>/<file>` exists. Raises DataError (file, directory, how to get it)."""
-  folder, file, _, _ = _check_cfg(cfg)
+  folder, file, _, _, _ = _check_cfg(cfg)
   return {"events": C.require_files(data_dir, folder, (file,), HOW) / file}
 
 
 def preprocess_options(cfg) -> dict:
-  _, _, t, seed = _check_cfg(cfg)
-  return {"max_seq_len": t, "seed": seed}
+  _, _, t, seed, negatives = _check_cfg(cfg)
+  return {"max_seq_len": t, "seed": seed, "negatives": negatives}
 
 
 def parse_events(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -136,7 +150,7 @@ def build(cfg, files: dict[str, pathlib.Path]):
   Returns:
     (schema, {"train", "valid", "test": arrays}, meta).
   """
-  _, _, t, seed = _check_cfg(cfg)
+  _, _, t, seed, negatives = _check_cfg(cfg)
   ev = parse_events(files["events"])
   order = np.lexsort((np.arange(len(ev["user"])), ev["time"], ev["user"]))
   raw_user, raw_item, raw_cat, btag, ts = (ev[k][order] for k in ("user", "item", "category", "btag", "time"))
@@ -158,27 +172,27 @@ def build(cfg, files: dict[str, pathlib.Path]):
 
   # Negatives: first within the category, else over all items.
   keep = np.flatnonzero(pos >= 1)
-  pairs = np.unique(C.pair_keys(cid, iid, n_item))
-  pool_item, pool_cat = pairs % n_item, pairs // n_item
   forbidden = np.unique(C.pair_keys(uid, iid, n_item))
-  c = cid[keep]
-  rng = np.random.default_rng(seed)
-  j = C.sample_excluding(rng, uid[keep], np.searchsorted(pool_cat, c, "left"),
-                         np.searchsorted(pool_cat, c, "right"), pool_item, forbidden, n_item)
-  neg_item = np.where(j >= 0, pool_item[np.maximum(j, 0)], 0)
-  neg_cat = np.where(j >= 0, pool_cat[np.maximum(j, 0)], 0)
-  fb = np.flatnonzero(j < 0)
   _, first = np.unique(ev["item"], return_index=True)    # first line of each item, in `items` order
   first_cat = np.r_[0, np.searchsorted(cats, ev["category"][first]) + 1]
-  if fb.size:
-    all_items = np.arange(1, n_item, dtype=np.int64)
-    k = C.sample_excluding(rng, uid[keep][fb], np.zeros(fb.size, np.int64), np.full(fb.size, all_items.size),
-                           all_items, forbidden, n_item)
-    if (k < 0).any():
-      r = keep[fb[int(np.flatnonzero(k < 0)[0])]]
-      raise DataError(f"{files['events']}: user {int(raw_user[r])} interacts with every item; no negative exists")
-    neg_item[fb] = all_items[k]
-    neg_cat[fb] = first_cat[all_items[k]]
+  keys = C.pair_keys(cid, iid, n_item)
+  rng = np.random.default_rng(seed)
+  draw = lambda rows, events: _draw_negatives(rng, uid[rows], cid[rows], keys[events], iid[events], first_cat,
+                                              forbidden, n_item, by_count=negatives != "uniform")
+  if negatives == "split_popularity":
+    neg_item, neg_cat = np.zeros(keep.size, np.int64), np.zeros(keep.size, np.int64)
+    for s in range(3):
+      rows = np.flatnonzero(which[keep] == s)
+      neg_item[rows], neg_cat[rows] = draw(keep[rows], which == s)
+    # Rows whose split has no allowed item at all (tiny files): by event count over the whole file.
+    rows = np.flatnonzero(neg_item == 0)
+    if rows.size:
+      neg_item[rows], neg_cat[rows] = draw(keep[rows], slice(None))
+  else:
+    neg_item, neg_cat = draw(keep, slice(None))
+  if (neg_item == 0).any():
+    r = keep[int(np.flatnonzero(neg_item == 0)[0])]
+    raise DataError(f"{files['events']}: user {int(raw_user[r])} interacts with every item; no negative exists")
 
   def inter(a, b):
     return np.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
@@ -208,9 +222,38 @@ def build(cfg, files: dict[str, pathlib.Path]):
   )
   meta = {
       "num_events": len(uid), "num_users": len(users), "num_items": len(items),
-      "num_categories": len(cats), "negatives_outside_category": int(fb.size),
+      "num_categories": len(cats), "negatives": negatives, "negatives_outside_category": int(np.sum(neg_cat != cid[keep])),
       "events_per_behavior": {b: int(np.sum(btag == k)) for k, b in enumerate(BEHAVIORS, 1)},
       "label": "1 = the user's event, 0 = a sampled item (same category when possible) the user never touches",
       "split": "per user by (timestamp, file order) over events: last floor(n/10) test, floor(n/10) before valid",
   }
   return schema, splits, meta
+
+
+def _draw_negatives(rng, users, cats, pool_keys, pool_items, first_cat, forbidden, n_item, *, by_count):
+  """One negative per row: an item of the row's category the user never touches, else any such item.
+
+  Args:
+    users, cats: [N] the rows' user and category ids.
+    pool_keys, pool_items: [E] `pair_keys(category, item)` and item ids of the events to draw from.
+    first_cat: [n_item] each item's category (of its first line), for the any-item fallback.
+    forbidden: sorted `pair_keys(user, item)` of every (user, item) in the file.
+    by_count: False = uniformly over distinct items; True = proportionally to their number of events in the
+      pool (the pool keeps one entry per event, so a uniform index draws by count).
+  Returns:
+    (items, categories), each [N] int64; 0 where no item of the pool is allowed.
+  """
+  pairs = np.sort(pool_keys) if by_count else np.unique(pool_keys)
+  pool_item, pool_cat = pairs % n_item, pairs // n_item
+  j = C.sample_excluding(rng, users, np.searchsorted(pool_cat, cats, "left"),
+                         np.searchsorted(pool_cat, cats, "right"), pool_item, forbidden, n_item)
+  item = np.where(j >= 0, pool_item[np.maximum(j, 0)], 0)
+  cat = np.where(j >= 0, pool_cat[np.maximum(j, 0)], 0)
+  fb = np.flatnonzero(j < 0)
+  if fb.size:
+    any_item = np.sort(pool_items).astype(np.int64) if by_count else np.unique(pool_items).astype(np.int64)
+    k = C.sample_excluding(rng, users[fb], np.zeros(fb.size, np.int64), np.full(fb.size, any_item.size),
+                           any_item, forbidden, n_item)
+    item[fb] = np.where(k >= 0, any_item[np.maximum(k, 0)], 0)
+    cat[fb] = np.where(k >= 0, first_cat[item[fb]], 0)
+  return item, cat
