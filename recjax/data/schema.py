@@ -34,6 +34,8 @@ import numpy as np
 
 from recjax.errors import DataError
 
+_VALIDATE_ROWS = 1 << 20   # rows checked at once by Schema.validate
+
 
 @dataclasses.dataclass(frozen=True)
 class SparseFeature:
@@ -127,39 +129,46 @@ class Schema:
     if "label" not in arrays:
       _fail("label", "missing")
     n = len(arrays["label"])
+    shapes = {}
     if self.sparse:
-      sp = arrays.get("sparse")
-      if sp is None or sp.shape != (n, len(self.sparse)):
-        _fail("sparse", f"expected shape {(n, len(self.sparse))}, got {None if sp is None else sp.shape}")
-      for j, f in enumerate(self.sparse):
-        bad = np.flatnonzero((sp[:, j] < 0) | (sp[:, j] >= f.vocab_size))
-        if bad.size:
-          _fail(f.name, f"id {int(sp[bad[0], j])} at row {int(bad[0])} is outside [0, {f.vocab_size})")
+      shapes["sparse"] = (n, len(self.sparse))
     if self.dense:
-      de = arrays.get("dense")
-      if de is None or de.shape != (n, len(self.dense)):
-        _fail("dense", f"expected shape {(n, len(self.dense))}, got {None if de is None else de.shape}")
-      bad = np.argwhere(~np.isfinite(de))
-      if bad.size:
-        r, c = (int(x) for x in bad[0])
-        _fail(self.dense[c], f"non-finite value {de[r, c]} at row {r}")
+      shapes["dense"] = (n, len(self.dense))
     for f in self.sequences:
-      key = f"seq/{f.name}"
-      s = arrays.get(key)
-      if s is None or s.shape != (n, f.max_len):
-        _fail(key, f"expected shape {(n, f.max_len)}, got {None if s is None else s.shape}")
-      bad = np.argwhere((s < 0) | (s >= f.vocab_size))
-      if bad.size:
-        r, c = (int(x) for x in bad[0])
-        _fail(key, f"id {int(s[r, c])} at row {r} position {c} is outside [0, {f.vocab_size})")
+      shapes[f"seq/{f.name}"] = (n, f.max_len)
     for g in self.sequence_groups:
-      key = f"seq_len/{g}"
-      ln = arrays.get(key)
-      if ln is None or ln.shape != (n,):
-        _fail(key, f"expected shape {(n,)}, got {None if ln is None else ln.shape}")
-      bad = np.flatnonzero((ln < 0) | (ln > self.group_max_len(g)))
-      if bad.size:
-        _fail(key, f"length {int(ln[bad[0]])} at row {int(bad[0])} is outside [0, {self.group_max_len(g)}]")
+      shapes[f"seq_len/{g}"] = (n,)
+    for key, shape in shapes.items():
+      v = arrays.get(key)
+      if v is None or v.shape != shape:
+        _fail(key, f"expected shape {shape}, got {None if v is None else v.shape}")
+    # Values, in row blocks: temporaries stay bounded for memory-mapped datasets larger than RAM.
+    for lo in range(0, n, _VALIDATE_ROWS):
+      blk = {k: arrays[k][lo:lo + _VALIDATE_ROWS] for k in shapes}
+      for j, f in enumerate(self.sparse):
+        col = blk["sparse"][:, j]
+        bad = np.flatnonzero((col < 0) | (col >= f.vocab_size))
+        if bad.size:
+          _fail(f.name, f"id {int(col[bad[0]])} at row {lo + int(bad[0])} is outside [0, {f.vocab_size})")
+      if self.dense:
+        de = blk["dense"]
+        bad = np.argwhere(~np.isfinite(de))
+        if bad.size:
+          r, c = (int(x) for x in bad[0])
+          _fail(self.dense[c], f"non-finite value {de[r, c]} at row {lo + r}")
+      for f in self.sequences:
+        key = f"seq/{f.name}"
+        sq = blk[key]
+        bad = np.argwhere((sq < 0) | (sq >= f.vocab_size))
+        if bad.size:
+          r, c = (int(x) for x in bad[0])
+          _fail(key, f"id {int(sq[r, c])} at row {lo + r} position {c} is outside [0, {f.vocab_size})")
+      for g in self.sequence_groups:
+        key = f"seq_len/{g}"
+        ln = blk[key]
+        bad = np.flatnonzero((ln < 0) | (ln > self.group_max_len(g)))
+        if bad.size:
+          _fail(key, f"length {int(ln[bad[0]])} at row {lo + int(bad[0])} is outside [0, {self.group_max_len(g)}]")
 
   @property
   def feature_names(self) -> tuple[str, ...]:

@@ -51,8 +51,21 @@ def test_key_changes_with_options_and_file_content(ml_dir):
   assert changed.train["label"].shape[0] == 17 + 8 + 8             # user 3 now has 10 ratings → 8 train
 
 
+def test_large_members_are_memory_mapped(ml_dir, cache_dir, monkeypatch):
+  first = load_dataset(cfg(ml_dir))
+  monkeypatch.setattr(cache_lib, "MMAP_MIN_BYTES", 0)               # every member counts as large
+  hit = load_dataset(cfg(ml_dir))
+  assert hit.meta["cache"] == "hit"
+  assert all(isinstance(v, np.memmap) and not v.flags.writeable for s in ("train", "valid", "test")
+             for v in hit.split(s).values())
+  assert_same(first, hit)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
-def test_damaged_cache_is_rebuilt(ml_dir, damage):
+def test_damaged_cache_is_rebuilt(ml_dir, damage, mmap, monkeypatch):
+  if mmap:
+    monkeypatch.setattr(cache_lib, "MMAP_MIN_BYTES", 0)
   first = load_dataset(cfg(ml_dir))
   path = first.meta["cache_path"]
   with open(path, "rb") as f:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mlfixture import ITEMS, USERS, ratings_rows, write_ml
 
+from recjax.data import schema as schema_mod
 from recjax.data.dataset import load_dataset
 from recjax.data.sources import movielens
 from recjax.errors import ConfigError, DataError
@@ -197,7 +198,10 @@ def test_unknown_feature_and_dataset_and_bad_config(ml_dir):
     load_dataset(cfg(ml_dir, variant="ml-1m"))
 
 
-def test_validate_rejects_out_of_range_id_and_nan(ml_dir):
+@pytest.mark.parametrize("block_rows", [None, 2])
+def test_validate_rejects_out_of_range_id_and_nan(ml_dir, monkeypatch, block_rows):
+  if block_rows:                                           # rows checked in blocks of 2: rows 5, 2, 3 still named
+    monkeypatch.setattr(schema_mod, "_VALIDATE_ROWS", block_rows)
   ds = load_dataset(cfg(ml_dir))
   a = {k: v.copy() for k, v in ds.train.items()}
   a["sparse"][5, 1] = ds.schema.sparse[1].vocab_size       # item id == vocab: out of range

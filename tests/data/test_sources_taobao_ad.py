@@ -154,6 +154,39 @@ def test_bars_reader(tmp_path, cache_dir):
   assert [f.name for f in ds.schema.sparse] == list(CAT) and ds.schema.dense == ("price",)
 
 
+@pytest.mark.parametrize("protocol", ["bars", "honest"])
+def test_bars_chunked_equals_whole(tmp_path, cache_dir, monkeypatch, protocol):
+  # 4-row chunks: the honest protocol's vocabulary cut (row 21 of 23) falls inside a chunk.
+  root = write_bars(tmp_path, bars_rows(23), bars_rows(7, offset=1))
+  base = {**taobao_ad.DEFAULTS, "data_dir": str(root), "variant": "bars", "min_count": 2, "max_seq_len": 2,
+          "protocol": protocol, "use_cache": False}
+  whole = load_dataset(base)
+  monkeypatch.setattr(taobao_ad, "BARS_CHUNK_ROWS", 4)
+  chunked = load_dataset(base)
+  assert chunked.schema == whole.schema
+  assert [len(chunked.split(s)["label"]) for s in SPLITS] == ([21, 2, 7] if protocol == "honest" else [23, 7, 7])
+  for s in SPLITS:
+    for k, v in whole.split(s).items():
+      np.testing.assert_array_equal(chunked.split(s)[k], v, err_msg=f"{s} {k}")
+      assert isinstance(chunked.split(s)[k], np.memmap)              # disk-backed, not held in memory
+
+
+def test_bars_long_histories_are_cut_to_the_last_t(tmp_path, cache_dir):
+  rows = bars_rows(3)
+  head = BARS_HEAD
+  cells = rows[1].split(",")
+  cells[head.index("btag_his")], cells[head.index("cate_his")], cells[head.index("brand_his")] = \
+      "1^1^1^1^1", "5^5^6^6^5", "8^9^8^9^9"
+  rows[1] = ",".join(cells)
+  root = write_bars(tmp_path, rows, bars_rows(2))
+  ds = load_dataset({**taobao_ad.DEFAULTS, "data_dir": str(root), "variant": "bars", "min_count": 1,
+                     "max_seq_len": 3})
+  # cate vocab over train (targets 5, 5, 99 and tokens 5 6 6 5 of row 1... ) -> 5: 2, 6: 3, 99: 4.
+  np.testing.assert_array_equal(ds.train["seq/cate_his"][1], [3, 3, 2])   # last three of 5 5 6 6 5
+  np.testing.assert_array_equal(ds.train["seq/brand_his"][1], [2, 3, 3])  # brands 8 9 9 -> ids 2 3 3
+  assert ds.train["seq_len/hist"][1] == 3
+
+
 def test_bars_bad_rows(tmp_path, cache_dir):
   train = bars_rows(5)
   train[2] = train[2].replace("5^6", "5^x", 1)
@@ -161,6 +194,20 @@ def test_bars_bad_rows(tmp_path, cache_dir):
   cfg = {**taobao_ad.DEFAULTS, "data_dir": str(root), "variant": "bars"}
   with pytest.raises(DataError, match=r"train.csv: line 4: field 'cate_his'"):
     load_dataset(cfg)
+  train = bars_rows(11)
+  cells = train[9].split(",")
+  cells[BARS_HEAD.index("userid")] = "five"
+  train[9] = ",".join(cells)                                        # line 11, in the third 4-row chunk
+  root = write_bars(tmp_path / "c", train, bars_rows(2))
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(taobao_ad, "BARS_CHUNK_ROWS", 4)
+    with pytest.raises(DataError, match=r"train.csv: line 11: field 'userid': expected an integer, got 'five'"):
+      load_dataset({**cfg, "data_dir": str(root)})
+  train = bars_rows(6)
+  train[3] = train[3].replace("5^6^5", "5^0^5", 1)                  # row 3 has 3 steps: 5^6^5 (cates)
+  root = write_bars(tmp_path / "d", train, bars_rows(2))
+  with pytest.raises(DataError, match=r"train.csv: line 5: field 'cate_his': history ids must be > 0"):
+    load_dataset({**cfg, "data_dir": str(root)})
   root = write_bars(tmp_path / "b", bars_rows(3), bars_rows(2), head=[h if h != "clk" else "label" for h in BARS_HEAD])
   with pytest.raises(DataError, match=r"line 1: field 'clk'"):
     load_dataset({**cfg, "data_dir": str(root)})

@@ -5,7 +5,10 @@ Private to `recjax.data.sources`; the movielens source predates it and keeps its
 
 from __future__ import annotations
 
+import atexit
+import os
 import pathlib
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -200,6 +203,23 @@ def histories(values_by_row: Sequence[np.ndarray], user_sorted: np.ndarray, sele
       continue
     out.append(np.where(valid, src[np.minimum(idx, src.size - 1)], 0).astype(np.int32))
   return out, length.astype(np.int32)
+
+
+def disk_array(shape: tuple[int, ...], dtype, directory: pathlib.Path) -> np.ndarray:
+  """A zero-filled array backed by a temporary file in `directory`, for arrays larger than memory.
+
+  The file is unlinked as soon as it is mapped (POSIX), so its space is freed when the array is garbage
+  collected, even if the process is killed; where an open file cannot be unlinked it is removed at exit.
+  Pages are written back to the file instead of swapping, so resident memory stays bounded.
+  """
+  fd, path = tempfile.mkstemp(dir=directory, prefix=".recjax-scratch-", suffix=".npy")
+  os.close(fd)
+  arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+  try:
+    os.unlink(path)
+  except OSError:
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+  return arr
 
 
 def split_by_position(pos: np.ndarray, count: np.ndarray, frac: float = 0.1) -> np.ndarray:

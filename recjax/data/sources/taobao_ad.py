@@ -53,9 +53,11 @@ Batch extras: `group_id` = raw userid. No `time` (neither format carries it).
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import numpy as np
 
+from recjax.data import cache as cache_lib
 from recjax.data.schema import Schema, SequenceFeature, SparseFeature
 from recjax.data.sources import _common as C
 from recjax.errors import ConfigError, DataError
@@ -84,6 +86,7 @@ DMR_TAIL = ("uid", "cms_segid", "cms_group_id", "final_gender_code", "age_level"
 DMR_T = 50
 DMR_COLS = 5 * DMR_T + len(DMR_TAIL)     # 267
 BARS_FILES = ("train.csv", "test.csv")
+BARS_CHUNK_ROWS = 100_000   # rows the BARS reader parses at once (about 0.2 GB of Python strings); our choice
 HOW = {"dmr": "The DMR-format sample comes from the DeepCTR / PaddleRec example data (alimama sample).",
        "bars": "Download train.csv and test.csv of reczoo/TaobaoAd_x1 (Hugging Face hub) and check their md5 "
                "(train eaabfc8629f23519b04593e26c7522fc, test f5ae6197e52385496d46e2867c1c8da1)."}
@@ -222,32 +225,96 @@ def read_dmr(files: dict[str, pathlib.Path], t: int) -> tuple[dict, dict]:
   return raw, facts
 
 
-def read_bars_csv(path: pathlib.Path, t: int) -> dict:
-  """Reads one TaobaoAd_x1 CSV (header required; columns found by name).
-
-  Returns:
-    raw dict as `read_dmr`'s, rows in file order.
-
-  Raises:
-    DataError: file, 1-based line and field for a missing header column, a wrong field count, a non-integer
-      id or history token, a label other than 0/1, or a non-finite price.
-  """
-  lines = C.read_lines(path)
-  if not lines:
+def _bars_header(path: pathlib.Path) -> dict[str, int]:
+  """{column name: index} of the columns we read, from the header line. Raises DataError if any is missing."""
+  with open(path, encoding="utf-8", newline="") as f:
+    first = f.readline().rstrip("\r\n")
+  if not first.strip():
     raise DataError(f"{path}: empty file; expected a header with clk, {', '.join(CATEGORICAL)}, price, ...")
-  head = [h.strip() for h in lines[0].split(",")]
+  head = [h.strip() for h in first.split(",")]
   need = ("clk", *CATEGORICAL, "price", *(s for s, _ in SEQUENCES))
   miss = [c for c in need if c not in head]
   if miss:
     raise C.bad(path, 1, miss[0], f"header lacks columns {miss}")
-  col = {c: head.index(c) for c in need}
-  keep = [i for i in range(1, len(lines)) if lines[i].strip()]
-  parts = [lines[i].split(",") for i in keep]
+  return {"__width__": len(head), **{c: head.index(c) for c in need}}
+
+
+def iter_bars_csv(path: pathlib.Path, t: int, chunk_rows: int | None = None):
+  """Reads one TaobaoAd_x1 CSV (header required; columns found by name) in chunks of `chunk_rows` rows.
+
+  Memory is O(chunk_rows), whatever the file's size (our choice; the full train.csv has 21.9M rows).
+
+  Yields:
+    raw dicts as `read_dmr`'s, rows in file order; blank lines are skipped.
+
+  Raises:
+    DataError: file, 1-based line and field for a missing header column, a wrong field count, a non-integer
+      id or history token, a history id <= 0, histories of different lengths, a label other than 0/1, or a
+      non-finite price.
+  """
+  col = _bars_header(path)
+  chunk_rows = chunk_rows or BARS_CHUNK_ROWS
+  lines, numbers = [], []
+  with open(path, encoding="utf-8", newline="") as f:
+    f.readline()
+    for n, ln in enumerate(f, 2):
+      if ln.strip():
+        lines.append(ln.rstrip("\r\n"))
+        numbers.append(n)
+        if len(lines) == chunk_rows:
+          yield _parse_bars_rows(path, col, lines, np.array(numbers, np.int64), t)
+          lines, numbers = [], []
+  if lines:
+    yield _parse_bars_rows(path, col, lines, np.array(numbers, np.int64), t)
+
+
+def count_bars_rows(path: pathlib.Path) -> int:
+  """Non-blank lines after the header."""
+  with open(path, encoding="utf-8", newline="") as f:
+    f.readline()
+    return sum(1 for ln in f if ln.strip())
+
+
+def _parse_history(path, name: str, cells: np.ndarray, line: np.ndarray, t: int):
+  """'^'-separated ids -> ([N, T] int64 left-padded with the last T ids, [N] full lengths), vectorised."""
+  cells = [c.strip() for c in cells]
+  counts = np.array([c.count("^") + 1 if c else 0 for c in cells], np.int64)
+  joined = "^".join(c for c in cells if c)
+  toks = None
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")          # numpy warns (not raises) when text parsing stops early
+    try:
+      toks = np.fromstring(joined, np.int64, sep="^") if joined else np.zeros(0, np.int64)
+    except (ValueError, DeprecationWarning):
+      pass
+  if toks is None or toks.size != counts.sum() or (toks == np.iinfo(np.int64).max).any():
+    for j, c in enumerate(cells):
+      try:
+        if c and any(abs(int(x)) >= np.iinfo(np.int64).max for x in c.split("^")):
+          raise ValueError
+      except ValueError:
+        raise C.bad(path, int(line[j]), name, f"expected '^'-separated integers, got {c[:100]!r}") from None
+    raise DataError(f"{path}: field {name!r}: could not parse the histories of lines {line[0]}-{line[-1]}")
+  ends = np.cumsum(counts)
+  if (toks <= 0).any():
+    j = int(np.searchsorted(ends, int(np.flatnonzero(toks <= 0)[0]), "right"))
+    raise C.bad(path, int(line[j]), name, f"history ids must be > 0 (0 is padding), got {cells[j][:100]!r}")
+  keep = np.minimum(counts, t)
+  pos = np.arange(t)[None, :]
+  valid = pos >= (t - keep)[:, None]
+  src = ends[:, None] - t + pos
+  out = np.where(valid, toks[np.clip(src, 0, max(toks.size - 1, 0))] if toks.size else 0, 0)
+  return out.astype(np.int64), counts
+
+
+def _parse_bars_rows(path, col: dict[str, int], lines: list[str], line: np.ndarray, t: int) -> dict:
+  """One chunk of BARS CSV lines -> raw dict (see `iter_bars_csv`)."""
+  width = col["__width__"]
+  parts = [ln.split(",") for ln in lines]
   for j, p in enumerate(parts):
-    if len(p) != len(head):
-      raise C.bad(path, keep[j] + 1, "columns", f"expected {len(head)} fields, got {len(p)}")
-  line = np.array(keep, np.int64) + 1
-  a = np.array(parts, dtype=object).reshape(len(parts), len(head))
+    if len(p) != width:
+      raise C.bad(path, int(line[j]), "columns", f"expected {width} fields, got {len(p)}")
+  a = np.array(parts, dtype=object).reshape(len(parts), width)
 
   def num(name, kind):
     s = a[:, col[name]]
@@ -271,32 +338,16 @@ def read_bars_csv(path: pathlib.Path, t: int) -> dict:
   if bad.size:
     raise C.bad(path, int(line[bad[0]]), "price", f"expected a finite number, got {a[bad[0], col['price']]!r}")
   cat = {c: num(c, int).astype(np.int64) for c in CATEGORICAL}
-  his = {}
-  length = None
+  his, length = {}, None
   for name, _ in SEQUENCES:
-    out = np.zeros((len(parts), t), np.int64)
-    ln = np.zeros(len(parts), np.int64)
-    for j, s in enumerate(a[:, col[name]]):
-      s = s.strip()
-      if not s:
-        continue
-      toks = s.split("^")
-      try:
-        v = [int(x) for x in toks[-t:]]
-      except ValueError:
-        raise C.bad(path, int(line[j]), name, f"expected '^'-separated integers, got {s[:100]!r}") from None
-      if any(x <= 0 for x in v):
-        raise C.bad(path, int(line[j]), name, f"history ids must be > 0 (0 is padding), got {s[:100]!r}")
-      out[j, t - len(v):] = v
-      ln[j] = len(v)
-    his[name] = out
+    his[name], ln = _parse_history(path, name, a[:, col[name]], line, t)
     if length is None:
       length = ln
     elif not np.array_equal(length, ln):
       j = int(np.flatnonzero(length != ln)[0])
       raise C.bad(path, int(line[j]), name, f"length {ln[j]} differs from btag_his length {length[j]} "
                   "(the three histories are aligned)")
-  return {"cat": cat, "price": price, "his": his, "len": length, "label": label.astype(np.float32)}
+  return {"cat": cat, "price": price, "his": his, "len": np.minimum(length, t), "label": label.astype(np.float32)}
 
 
 def stratified_split(label: np.ndarray, seed: int) -> np.ndarray:
@@ -312,51 +363,118 @@ def stratified_split(label: np.ndarray, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- encoding
 
 
-def encode(raw: dict, which: np.ndarray, min_count: int, t: int):
-  """Fits vocabularies on rows with which == 0 and encodes every row.
-
-  Returns:
-    (schema, arrays) in the Batch format (all rows; split with `which` afterwards).
-  """
-  train = which == 0
+def _table_values(raw: dict, rows) -> dict[str, np.ndarray]:
+  """Per categorical table, the raw values counted for its vocabulary: the id column's `rows` and, for a table
+  shared with a history, that history's non-zero tokens of `rows`."""
   shared = {table: name for name, table in SEQUENCES}
-  sparse, sizes = [], {}
+  out = {}
   for c in CATEGORICAL:
-    vals = raw["cat"][c][train]
+    vals = raw["cat"][c][rows]
     if c in shared:
-      h = raw["his"][shared[c]][train]
+      h = raw["his"][shared[c]][rows]
       vals = np.concatenate([vals, h[h != 0]])
-    vocab = C.fit_vocab(vals, min_count)
-    sparse.append(C.apply_vocab(raw["cat"][c], vocab, offset=2, oov=1))
-    if c in shared:
-      raw_h = raw["his"][shared[c]]
-      sizes[c] = (vocab, len(vocab) + 2)
-      raw["_enc_" + shared[c]] = C.apply_vocab(raw_h, vocab, offset=2, oov=1, pad=0)
-    else:
-      sizes[c] = (vocab, len(vocab) + 2)
-  arrays = {
-      "sparse": np.stack(sparse, axis=1).astype(np.int32),
+    out[c] = vals
+  return out
+
+
+class _VocabCounter:
+  """Distinct values and their counts per table, accumulated over chunks (merged every few chunks)."""
+
+  def __init__(self):
+    self.parts: dict[str, list] = {c: [] for c in CATEGORICAL}
+
+  def add(self, values: dict[str, np.ndarray]) -> None:
+    for c, v in values.items():
+      self.parts[c].append(np.unique(v, return_counts=True))
+      if len(self.parts[c]) > 8:
+        self.parts[c] = [self._merge(self.parts[c])]
+
+  @staticmethod
+  def _merge(parts):
+    u = np.concatenate([p[0] for p in parts])
+    n = np.concatenate([p[1] for p in parts])
+    uu, inv = np.unique(u, return_inverse=True)
+    return uu, np.bincount(inv, weights=n, minlength=uu.size).astype(np.int64)
+
+  def vocabs(self, min_count: int) -> dict[str, np.ndarray]:
+    """Sorted raw values seen at least `min_count` times, per table (`C.fit_vocab` over all chunks)."""
+    out = {}
+    for c, parts in self.parts.items():
+      u, n = self._merge(parts) if parts else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+      out[c] = u[n >= min_count]
+    return out
+
+
+def _encode_rows(raw: dict, vocabs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Raw rows -> Batch-format arrays: vocab[j] -> 2 + j, unseen -> 1 (OOV), history padding -> 0."""
+  return {
+      "sparse": np.stack([C.apply_vocab(raw["cat"][c], vocabs[c], offset=2, oov=1) for c in CATEGORICAL],
+                         axis=1).astype(np.int32),
       "dense": raw["price"].astype(np.float32)[:, None],
-      **{f"seq/{name}": raw.pop("_enc_" + name).astype(np.int32) for name, _ in SEQUENCES},
+      **{f"seq/{name}": C.apply_vocab(raw["his"][name], vocabs[table], offset=2, oov=1, pad=0).astype(np.int32)
+         for name, table in SEQUENCES},
       "seq_len/hist": raw["len"].astype(np.int32),
       "label": raw["label"].astype(np.float32),
       "group_id": raw["cat"]["userid"].astype(np.int32),
   }
-  schema = Schema(
-      sparse=tuple(SparseFeature(c, sizes[c][1]) for c in CATEGORICAL),
+
+
+def _schema(vocabs: dict[str, np.ndarray], t: int) -> Schema:
+  return Schema(
+      sparse=tuple(SparseFeature(c, len(vocabs[c]) + 2) for c in CATEGORICAL),
       dense=("price",),
-      sequences=tuple(SequenceFeature(name, sizes[table][1], t, group="hist", table=table)
+      sequences=tuple(SequenceFeature(name, len(vocabs[table]) + 2, t, group="hist", table=table)
                       for name, table in SEQUENCES),
   )
-  return schema, arrays
 
 
-def _concat(raws):
-  return {"cat": {c: np.concatenate([r["cat"][c] for r in raws]) for c in CATEGORICAL},
-          "price": np.concatenate([r["price"] for r in raws]),
-          "his": {n: np.concatenate([r["his"][n] for r in raws]) for n, _ in SEQUENCES},
-          "len": np.concatenate([r["len"] for r in raws]),
-          "label": np.concatenate([r["label"] for r in raws])}
+def encode(raw: dict, which: np.ndarray, min_count: int, t: int):
+  """Fits vocabularies on rows with which == 0 and encodes every row (in memory; the DMR sample).
+
+  Returns:
+    (schema, arrays) in the Batch format (all rows; split with `which` afterwards).
+  """
+  counter = _VocabCounter()
+  counter.add(_table_values(raw, which == 0))
+  vocabs = counter.vocabs(min_count)
+  return _schema(vocabs, t), _encode_rows(raw, vocabs)
+
+
+def _build_bars(files: dict[str, pathlib.Path], t: int, min_count: int, protocol: str, chunk_rows=None):
+  """The BARS CSVs, streamed twice in chunks: pass 1 counts the vocabulary of the train rows, pass 2 encodes
+  every row into disk-backed arrays (`C.disk_array`), so memory stays flat in the number of rows.
+
+  Returns:
+    (schema, splits, n_train_rows, n_test_rows); the splits are row ranges (views) of the same arrays.
+  """
+  n_tr, n_te = count_bars_rows(files["train.csv"]), count_bars_rows(files["test.csv"])
+  fit_end = n_tr - n_tr // 10 if protocol == "honest" else n_tr
+  counter, seen = _VocabCounter(), 0
+  for raw in iter_bars_csv(files["train.csv"], t, chunk_rows):
+    k = len(raw["label"])
+    if seen < fit_end:
+      counter.add(_table_values(raw, slice(0, min(k, fit_end - seen))))
+    seen += k
+  vocabs = counter.vocabs(min_count)
+  schema = _schema(vocabs, t)
+  scratch = cache_lib.cache_dir(files["train.csv"].parents[1])   # writable; the data directory may not be
+  n = n_tr + n_te
+  arrays = {"sparse": C.disk_array((n, len(CATEGORICAL)), np.int32, scratch),
+            "dense": C.disk_array((n, 1), np.float32, scratch),
+            **{f"seq/{name}": C.disk_array((n, t), np.int32, scratch) for name, _ in SEQUENCES},
+            **{k: C.disk_array((n,), dt, scratch) for k, dt in (("seq_len/hist", np.int32),
+                                                                   ("label", np.float32), ("group_id", np.int32))}}
+  at = 0
+  for name in ("train.csv", "test.csv"):
+    for raw in iter_bars_csv(files[name], t, chunk_rows):
+      enc = _encode_rows(raw, vocabs)
+      k = len(enc["label"])
+      for key, v in enc.items():
+        arrays[key][at:at + k] = v
+      at += k
+  rows = {"train": slice(0, fit_end), "valid": slice(fit_end, n_tr) if protocol == "honest" else slice(n_tr, n),
+          "test": slice(n_tr, n)}
+  return schema, {s: {k: v[r] for k, v in arrays.items()} for s, r in rows.items()}, n_tr, n_te
 
 
 def build(cfg, files: dict[str, pathlib.Path]):
@@ -377,16 +495,7 @@ def build(cfg, files: dict[str, pathlib.Path]):
             "padding_found": "left (mask zeros first) in every partial history"
             if facts["partial_left_padded"] == facts["histories_partial"] else "mixed; converted to left"}
     return schema, splits, meta
-  tr = read_bars_csv(files["train.csv"], t)
-  te = read_bars_csv(files["test.csv"], t)
-  n_tr, n_te = len(tr["label"]), len(te["label"])
-  which = np.r_[np.zeros(n_tr, np.int8), np.full(n_te, 2, np.int8)]
-  if protocol == "honest":
-    which[n_tr - n_tr // 10:n_tr] = 1
-  schema, arrays = encode(_concat([tr, te]), which, mc, t)
-  splits = C.take_splits(arrays, which)
-  if protocol == "bars":
-    splits["valid"] = {k: v for k, v in splits["test"].items()}
+  schema, splits, n_tr, n_te = _build_bars(files, t, mc, protocol)
   meta = {"variant": "bars", "min_count": mc, "protocol": protocol, "train_rows": n_tr, "test_rows": n_te,
           "protocol_note": ("BARS protocol: valid = test (model selection sees the test set); say so in results"
                             if protocol == "bars" else "honest: valid = last 10% of train.csv rows, test untouched")}
