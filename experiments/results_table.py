@@ -98,8 +98,10 @@ def main(argv):
         continue
 
       def ms(key, rs=rs):
-        v = np.array([r[key] for r in rs], float)
-        return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
+        v = np.array([np.nan if r[key] is None else r[key] for r in rs], float)
+        if np.isnan(v).all():
+          return "—"                                   # undefined, e.g. gAUC when no user has both labels
+        return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f} (1 seed)"
       eps = np.mean([r["train_examples_per_sec"] or 0 for r in rs])
       lines.append(f"| {preset} | {model} | {len(rs)} | {ms('test_auc')} | {ms('test_gauc')} | "
                    f"{ms('test_logloss')} | {eps:,.0f} |")
