@@ -102,9 +102,10 @@ def main(argv):
         if np.isnan(v).all():
           return "—"                                   # undefined, e.g. gAUC when no user has both labels
         return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f} (1 seed)"
-      eps = np.mean([r["train_examples_per_sec"] or 0 for r in rs])
+      eps = [r["train_examples_per_sec"] for r in rs if r["train_examples_per_sec"]]
+      eps = f"{np.mean(eps):,.0f}" if eps else "—"     # none when a run only resumed to evaluate
       lines.append(f"| {preset} | {model} | {len(rs)} | {ms('test_auc')} | {ms('test_gauc')} | "
-                   f"{ms('test_logloss')} | {eps:,.0f} |")
+                   f"{ms('test_logloss')} | {eps} |")
   pathlib.Path(f"{out}.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
 
