@@ -22,7 +22,6 @@ import pathlib
 import struct
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -108,34 +107,29 @@ def load(path: pathlib.Path, key: str) -> tuple[dict[str, dict[str, np.ndarray]]
         s, k = name.split(_SEP, 1)
         m = members[name]
         big = m.file_size >= MMAP_MIN_BYTES and m.compress_type == zipfile.ZIP_STORED
-        splits.setdefault(s, {})[k] = _memmap_member(path, m) if big else z[name]
+        splits.setdefault(s, {})[k] = _memmap_member(path, z.zip, m) if big else z[name]
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError):
     return None
   return splits, info
 
 
-def _memmap_member(path: pathlib.Path, m: zipfile.ZipInfo) -> np.ndarray:
-  """A read-only np.memmap of an uncompressed `.npy` member, after checking its CRC-32 in 64 MiB reads.
+def _memmap_member(path: pathlib.Path, zf: zipfile.ZipFile, m: zipfile.ZipInfo) -> np.ndarray:
+  """A read-only np.memmap of an uncompressed `.npy` member, after reading it once through `zipfile`, which
+  checks its CRC-32 (in 64 MiB reads, so memory stays flat).
 
   Raises:
-    ValueError: the bytes do not match the zip's CRC-32, or the member is not a plain `.npy` array.
+    zipfile.BadZipFile / EOFError: damaged or truncated bytes.
+    ValueError: the member is not a plain `.npy` array.
   """
+  with zf.open(m) as f:
+    while f.read(64 << 20):
+      pass
   with open(path, "rb") as f:
     f.seek(m.header_offset)
     local = f.read(30)
     if local[:4] != b"PK\x03\x04":
       raise ValueError(f"{path}: bad local header for {m.filename}")
-    start = m.header_offset + 30 + struct.unpack("<H", local[26:28])[0] + struct.unpack("<H", local[28:30])[0]
-    f.seek(start)
-    crc, left = 0, m.file_size
-    while left:
-      block = f.read(min(left, 64 << 20))
-      if not block:
-        raise ValueError(f"{path}: {m.filename} is truncated")
-      crc, left = zlib.crc32(block, crc), left - len(block)
-    if crc != m.CRC:
-      raise ValueError(f"{path}: CRC-32 mismatch in {m.filename}")
-    f.seek(start)
+    f.seek(m.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))   # past the name and extra field
     version = np.lib.format.read_magic(f)
     shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                              else np.lib.format.read_array_header_2_0(f))

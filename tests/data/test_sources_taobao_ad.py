@@ -213,6 +213,9 @@ def test_bars_bad_rows(tmp_path, cache_dir):
     load_dataset({**cfg, "data_dir": str(root)})
   with pytest.raises(DataError, match="test.csv"):
     load_dataset({**cfg, "data_dir": str(tmp_path / "nothing")})
+  root = write_bars(tmp_path / "e", [], bars_rows(2))                # header only
+  with pytest.raises(DataError, match=r"train.csv: no data rows"):
+    load_dataset({**cfg, "data_dir": str(root)})
 
 
 REAL = pathlib.Path(os.environ.get("RECJAX_DATA_DIR", "/nonexistent")) / "taobao_ad_dmr"

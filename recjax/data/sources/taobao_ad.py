@@ -448,6 +448,8 @@ def _build_bars(files: dict[str, pathlib.Path], t: int, min_count: int, protocol
     (schema, splits, n_train_rows, n_test_rows); the splits are row ranges (views) of the same arrays.
   """
   n_tr, n_te = count_bars_rows(files["train.csv"]), count_bars_rows(files["test.csv"])
+  if n_tr == 0:
+    raise DataError(f"{files['train.csv']}: no data rows after the header")
   fit_end = n_tr - n_tr // 10 if protocol == "honest" else n_tr
   counter, seen = _VocabCounter(), 0
   for raw in iter_bars_csv(files["train.csv"], t, chunk_rows):
@@ -459,17 +461,14 @@ def _build_bars(files: dict[str, pathlib.Path], t: int, min_count: int, protocol
   schema = _schema(vocabs, t)
   scratch = cache_lib.cache_dir(files["train.csv"].parents[1])   # writable; the data directory may not be
   n = n_tr + n_te
-  arrays = {"sparse": C.disk_array((n, len(CATEGORICAL)), np.int32, scratch),
-            "dense": C.disk_array((n, 1), np.float32, scratch),
-            **{f"seq/{name}": C.disk_array((n, t), np.int32, scratch) for name, _ in SEQUENCES},
-            **{k: C.disk_array((n,), dt, scratch) for k, dt in (("seq_len/hist", np.int32),
-                                                                   ("label", np.float32), ("group_id", np.int32))}}
-  at = 0
-  for name in ("train.csv", "test.csv"):
+  arrays, at = {}, 0
+  for name in BARS_FILES:
     for raw in iter_bars_csv(files[name], t, chunk_rows):
       enc = _encode_rows(raw, vocabs)
       k = len(enc["label"])
       for key, v in enc.items():
+        if key not in arrays:                 # layout (dtype, trailing shape) as `_encode_rows` makes it
+          arrays[key] = C.disk_array((n, *v.shape[1:]), v.dtype, scratch)
         arrays[key][at:at + k] = v
       at += k
   rows = {"train": slice(0, fit_end), "valid": slice(fit_end, n_tr) if protocol == "honest" else slice(n_tr, n),
