@@ -99,6 +99,10 @@ _RESUME_MAY_CHANGE = ("train.max_steps", "train.eval_every", "train.log_every", 
                       "train.keep_checkpoints", "train.eval_batch_size", "mesh.data", "mesh.model",
                       "distributed", "dataset.data_dir", "dataset.use_cache")
 
+# Fields added after checkpoints already existed, with the value that reproduces the behaviour from before
+# they existed: a checkpoint written without the field resumes when the run uses that value.
+_ADDED_FIELDS = {"dataset.negatives": "uniform"}
+
 
 def _flatten(d: dict, prefix: str = "") -> dict:
   out = {}
@@ -122,7 +126,8 @@ def _check_resumable(ckpt: Checkpointer, step: int, config: ml_collections.Confi
   if saved is None:
     return
   now = _run_identity(config)
-  diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
+                and not (k not in saved and k in _ADDED_FIELDS and now.get(k) == _ADDED_FIELDS[k]))
   if diff:
     shown = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff[:8])
     raise ConfigError(f"{ckpt.directory} holds a run with a different config ({shown}). Use a new --workdir, "

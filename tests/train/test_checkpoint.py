@@ -125,3 +125,32 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path, ml100k, tiny_config)
   assert (tmp_path / "results.json").read_text() == results_before  # throughput not overwritten by null
   assert again["test"] == pytest.approx(first["test"], nan_ok=True)
   assert sum('"split": "test"' in line for line in log_before.splitlines()) == 1
+
+
+class _SavedMeta:
+  """Stands in for a Checkpointer whose step-3 meta holds `run_config`."""
+  directory = pathlib.Path("/runs/x/checkpoints")
+
+  def __init__(self, run_config):
+    self.run_config = run_config
+
+  def read_meta(self, step):
+    return {"run_config": self.run_config}
+
+
+def test_a_field_added_after_the_checkpoint_resumes_only_at_its_old_behaviour():
+  import ml_collections
+
+  from recjax.train.loop import _check_resumable, _run_identity
+  old = ml_collections.ConfigDict({"dataset": {"name": "taobao_userbehavior"}, "train": {"lr": 1e-3}})
+  saved = _run_identity(old)            # written before `dataset.negatives` existed
+  now = ml_collections.ConfigDict({"dataset": {"name": "taobao_userbehavior", "negatives": "uniform"},
+                                   "train": {"lr": 1e-3}})
+  _check_resumable(_SavedMeta(saved), 3, now)           # "uniform" is what the old code drew: resumes
+  now.dataset.negatives = "split_popularity"
+  with pytest.raises(ConfigError, match=r"dataset\.negatives: None in the checkpoint, 'split_popularity' now"):
+    _check_resumable(_SavedMeta(saved), 3, now)
+  now.dataset.negatives = "uniform"
+  now.train.lr = 0.5                                     # other fields are still compared
+  with pytest.raises(ConfigError, match=r"train\.lr"):
+    _check_resumable(_SavedMeta(saved), 3, now)
