@@ -61,7 +61,7 @@ def export(data: pathlib.Path, preset: str) -> None:
     arrays = ds.split(split)
     np.savez(data / f"{split}.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
   (data / "schema.json").write_text(json.dumps(ds.schema.to_dict(), indent=1))
-  print(json.dumps({"exported": str(data), **{s: int(len(ds.split(s)["label"])) for s in SPLITS}}))
+  print(json.dumps({"exported": str(data), **{s: len(ds.split(s)["label"]) for s in SPLITS}}))
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -141,7 +141,7 @@ class _Batches:
     self.rng = np.random.default_rng(seed)
 
   def __len__(self):
-    return -(-self.n // self.batch_size)
+    return (self.n + self.batch_size - 1) // self.batch_size
 
   def __iter__(self):
     import torch
@@ -154,8 +154,13 @@ class _Batches:
 def _models():
   """FuxiCTR model-zoo DNN / DCNv2 / DIN built on FuxiCTR's BaseModel and layers."""
   import torch
-  from fuxictr.pytorch.layers import (CrossNetV2, DIN_Attention, FeatureEmbedding, FeatureEmbeddingDict,
-                                      MLP_Block)
+  from fuxictr.pytorch.layers import (
+    CrossNetV2,
+    DIN_Attention,
+    FeatureEmbedding,
+    FeatureEmbeddingDict,
+    MLP_Block,
+  )
   from fuxictr.pytorch.models import BaseModel
 
   class DNN(BaseModel):
@@ -234,7 +239,6 @@ def _step_rate(model, batches, steps: int = 20, warmup: int = 3) -> float:
 def train(args) -> None:
   import logging
 
-  import fuxictr
   import torch
   from fuxictr.pytorch.torch_utils import seed_everything
 

@@ -10,7 +10,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, ml100k_available
 
 
