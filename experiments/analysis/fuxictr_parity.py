@@ -9,10 +9,10 @@ FuxiCTR needs PyTorch, which recjax does not depend on, so this runs in two step
 
   # 1. in recjax's environment: write the Batch-format arrays and the schema
   RECJAX_DATA_DIR=../shared/data python experiments/analysis/fuxictr_parity.py export --data /tmp/ml100k_arrays
-  # 2. in an environment with `pip install torch==2.13.0 fuxictr==2.3.10` (no jax needed)
+  # 2. in a Python 3.11 venv with `pip install torch==2.13.0 fuxictr==2.3.10` (no jax needed)
   python experiments/analysis/fuxictr_parity.py train --data /tmp/ml100k_arrays --models dnn,dcnv2,din \
-      --seeds 0,1,2 --out experiments/results/fuxictr_parity.jsonl
-  python experiments/analysis/fuxictr_parity.py speed --data /tmp/ml100k_arrays --models dnn,dcnv2,din
+      --seeds 0,1,2 --threads 1 --out /tmp/fuxictr_parity.jsonl
+  python experiments/analysis/fuxictr_parity.py speed --data /tmp/ml100k_arrays --models dnn,dcnv2,din --threads 2
 
 What FuxiCTR gets (its own conventions, which are part of what is compared):
 - every sparse feature: a `categorical` field (padding id 0) with our vocabulary;
@@ -236,7 +236,27 @@ def _step_rate(model, batches, steps: int = 20, warmup: int = 3) -> float:
   return batches.batch_size / float(np.median(times))
 
 
+MODELS = ("dnn", "dcnv2", "din")
+
+
+def _parse_lists(args) -> tuple[list[str], list[int]]:
+  """`--models` and `--seeds`, checked before any data is loaded or anything is written."""
+  models = [m for m in args.models.split(",") if m]
+  bad = [m for m in models if m not in MODELS]
+  if bad or not models:
+    raise SystemExit(f"--models: unknown model(s) {bad or args.models!r}; known: {list(MODELS)}")
+  try:
+    seeds = [int(x) for x in getattr(args, "seeds", "0").split(",")]
+  except ValueError:
+    raise SystemExit(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+  return models, seeds
+
+
 def train(args) -> None:
+  models, seeds = _parse_lists(args)
+  out = pathlib.Path(args.out)
+  if out.exists() and not args.append:
+    raise SystemExit(f"--out {out} exists: pass --append to add rows to it, or choose another file")
   import logging
 
   import torch
@@ -247,12 +267,9 @@ def train(args) -> None:
   schema, splits = _load(pathlib.Path(args.data))
   targets, din_seqs = _din_fields(schema)
   classes = _models()
-  out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  for name in args.models.split(","):
-    if name not in classes:
-      raise SystemExit(f"--models: unknown model {name!r}; known: {sorted(classes)}")
-    for seed in (int(s) for s in args.seeds.split(",")):
+  for name in models:
+    for seed in seeds:
       seed_everything(seed)
       with tempfile.TemporaryDirectory() as root:
         (pathlib.Path(root) / "ml100k_recjax").mkdir()     # FuxiCTR saves its best checkpoint here
@@ -281,6 +298,7 @@ def train(args) -> None:
 
 def speed(args) -> None:
   """One JSON line per model: median training-step examples/s on in-memory batches (no fitting)."""
+  models, _ = _parse_lists(args)
   import logging
 
   import torch
@@ -292,7 +310,7 @@ def speed(args) -> None:
   targets, din_seqs = _din_fields(schema)
   classes = _models()
   cols = _columns(schema, splits["train"])
-  for name in args.models.split(","):
+  for name in models:
     seed_everything(0)
     with tempfile.TemporaryDirectory() as root:
       fm = _feature_map(schema, args.dim, din_seqs if name == "din" else (), root)
@@ -316,7 +334,8 @@ def main(argv=None) -> None:
   t.add_argument("--data", required=True)
   t.add_argument("--models", default="dnn,dcnv2,din")
   t.add_argument("--seeds", default="0,1,2")
-  t.add_argument("--out", default="experiments/results/fuxictr_parity.jsonl")
+  t.add_argument("--out", required=True, help="JSON-lines file for the results (refused if it exists)")
+  t.add_argument("--append", action="store_true", help="add rows to an existing --out file")
   t.add_argument("--dim", type=int, default=16)
   t.add_argument("--batch", type=int, default=2048)
   t.add_argument("--max_epochs", type=int, default=100)

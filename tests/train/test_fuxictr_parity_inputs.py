@@ -54,3 +54,20 @@ def test_export_round_trips_the_ml100k_split(tmp_path, ml100k):
       np.testing.assert_array_equal(splits[s][key], value, err_msg=f"{s}/{key}")
   with pytest.raises(SystemExit, match="missing"):
     mod._load(tmp_path / "nowhere")
+
+
+def test_bad_arguments_are_refused_before_anything_is_loaded_or_written(tmp_path):
+  mod = _script()
+  out = tmp_path / "sub" / "rows.jsonl"
+  for argv, msg in ((["--models", "dnn,foo"], r"unknown model\(s\) \['foo'\]"),
+                    (["--seeds", "0,x"], "--seeds: expected comma-separated integers")):
+    with pytest.raises(SystemExit, match=msg):
+      mod.main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out), *argv])
+  assert not out.parent.exists()
+  out.parent.mkdir()
+  out.write_text('{"model": "dnn"}\n')
+  with pytest.raises(SystemExit, match="exists: pass --append"):
+    mod.main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(out)])
+  assert out.read_text() == '{"model": "dnn"}\n'
+  with pytest.raises(SystemExit, match="unknown model"):
+    mod.main(["speed", "--data", str(tmp_path / "nowhere"), "--models", "foo"])
