@@ -163,49 +163,53 @@ def _models():
   )
   from fuxictr.pytorch.models import BaseModel
 
-  class DNN(BaseModel):
-    def __init__(self, fm, dim, hidden, lr, **kw):
-      super().__init__(fm, model_id="DNN", **kw)
-      self.embedding_layer = FeatureEmbedding(fm, dim)
-      self.mlp = MLP_Block(input_dim=fm.sum_emb_out_dim(), output_dim=1, hidden_units=hidden,
-                           hidden_activations="ReLU", output_activation=self.output_activation)
+  class _Zoo(BaseModel):
+    """The model zoo's constructor tail and its ReLU MLP."""
+
+    def _mlp(self, d_in, hidden, logit):
+      return MLP_Block(input_dim=d_in, output_dim=1 if logit else None, hidden_units=hidden,
+                       hidden_activations="ReLU", output_activation=self.output_activation if logit else None)
+
+    def _ready(self, lr, kw):
       self.compile(kw["optimizer"], kw["loss"], lr)
       self.reset_parameters()
       self.model_to_device()
+
+  class DNN(_Zoo):
+    def __init__(self, fm, dim, hidden, lr, **kw):
+      super().__init__(fm, model_id="DNN", **kw)
+      self.embedding_layer = FeatureEmbedding(fm, dim)
+      self.mlp = self._mlp(fm.sum_emb_out_dim(), hidden, logit=True)
+      self._ready(lr, kw)
 
     def forward(self, inputs):
       x = self.embedding_layer(self.get_inputs(inputs), flatten_emb=True)
       return {"y_pred": self.mlp(x)}
 
-  class DCNv2(BaseModel):
+  class DCNv2(_Zoo):
     def __init__(self, fm, dim, hidden, lr, **kw):
       super().__init__(fm, model_id="DCNv2", **kw)
       self.embedding_layer = FeatureEmbedding(fm, dim)
       d_in = fm.sum_emb_out_dim()
       self.crossnet = CrossNetV2(d_in, 3)
-      self.mlp = MLP_Block(input_dim=d_in, output_dim=None, hidden_units=hidden, hidden_activations="ReLU")
+      self.mlp = self._mlp(d_in, hidden, logit=False)
       self.fc = torch.nn.Linear(d_in + hidden[-1], 1)
-      self.compile(kw["optimizer"], kw["loss"], lr)
-      self.reset_parameters()
-      self.model_to_device()
+      self._ready(lr, kw)
 
     def forward(self, inputs):
       x = self.embedding_layer(self.get_inputs(inputs), flatten_emb=True)
       out = self.fc(torch.cat([self.crossnet(x), self.mlp(x)], dim=-1))
       return {"y_pred": self.output_activation(out)}
 
-  class DIN(BaseModel):
+  class DIN(_Zoo):
     def __init__(self, fm, dim, hidden, lr, targets=(), sequences=(), **kw):
       super().__init__(fm, model_id="DIN", **kw)
       self.dim, self.targets, self.sequences = dim, tuple(targets), tuple(sequences)
       self.embedding_layer = FeatureEmbeddingDict(fm, dim)
       self.attention = DIN_Attention(dim * len(self.targets), attention_units=[64], hidden_activations="Dice",
                                      output_activation=None, dropout_rate=0, use_softmax=False)
-      self.mlp = MLP_Block(input_dim=fm.sum_emb_out_dim(), output_dim=1, hidden_units=hidden,
-                           hidden_activations="ReLU", output_activation=self.output_activation)
-      self.compile(kw["optimizer"], kw["loss"], lr)
-      self.reset_parameters()
-      self.model_to_device()
+      self.mlp = self._mlp(fm.sum_emb_out_dim(), hidden, logit=True)
+      self._ready(lr, kw)
 
     def forward(self, inputs):
       x = self.get_inputs(inputs)
@@ -252,45 +256,58 @@ def _parse_lists(args) -> tuple[list[str], list[int]]:
   return models, seeds
 
 
+class _Session:
+  """What `train` and `speed` share: torch threads, the exported arrays, and a model builder."""
+
+  def __init__(self, args):
+    import logging
+
+    import torch
+    from fuxictr.pytorch.torch_utils import seed_everything
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    self.torch_version, self.seed_everything = torch.__version__, seed_everything
+    self.dim = args.dim
+    self.schema, splits = _load(pathlib.Path(args.data))
+    self.cols = {s: _columns(self.schema, splits[s]) for s in SPLITS}
+    self.targets, self.din_seqs = _din_fields(self.schema)
+    self.classes = _models()
+
+  def build(self, name: str, seed: int, root: str):
+    """A freshly initialised FuxiCTR `name` (seeded), saving its best checkpoint under `root`."""
+    self.seed_everything(seed)
+    (pathlib.Path(root) / "ml100k_recjax").mkdir(exist_ok=True)   # FuxiCTR's checkpoint folder
+    din = name == "din"
+    fm = _feature_map(self.schema, self.dim, self.din_seqs if din else (), root)
+    extra = {"targets": self.targets, "sequences": self.din_seqs} if din else {}
+    return self.classes[name](fm, self.dim, [500, 500, 500], 1e-3, optimizer="adam", loss="binary_crossentropy",
+                              metrics=["logloss", "AUC"], monitor="AUC", monitor_mode="max",
+                              early_stop_patience=2, verbose=0, model_root=root, **extra)
+
+
 def train(args) -> None:
   models, seeds = _parse_lists(args)
   out = pathlib.Path(args.out)
   if out.exists() and not args.append:
     raise SystemExit(f"--out {out} exists: pass --append to add rows to it, or choose another file")
-  import logging
-
-  import torch
-  from fuxictr.pytorch.torch_utils import seed_everything
-
-  logging.basicConfig(level=logging.WARNING)
-  torch.set_num_threads(args.threads)
-  schema, splits = _load(pathlib.Path(args.data))
-  targets, din_seqs = _din_fields(schema)
-  classes = _models()
+  run = _Session(args)
+  valid_b = _Batches(run.cols["valid"], 8192, False, 0)
+  test_b = _Batches(run.cols["test"], 8192, False, 0)
   out.parent.mkdir(parents=True, exist_ok=True)
   for name in models:
     for seed in seeds:
-      seed_everything(seed)
       with tempfile.TemporaryDirectory() as root:
-        (pathlib.Path(root) / "ml100k_recjax").mkdir()     # FuxiCTR saves its best checkpoint here
-        fm = _feature_map(schema, args.dim, din_seqs if name == "din" else (), root)
-        extra = dict(targets=targets, sequences=din_seqs) if name == "din" else {}
-        model = classes[name](fm, args.dim, [500, 500, 500], 1e-3, optimizer="adam", loss="binary_crossentropy",
-                              metrics=["logloss", "AUC"], monitor="AUC", monitor_mode="max",
-                              early_stop_patience=2, verbose=0, model_root=root, **extra)
-        cols = {s: _columns(schema, splits[s]) for s in SPLITS}
-        train_b = _Batches(cols["train"], args.batch, True, seed)
-        valid_b = _Batches(cols["valid"], 8192, False, 0)
-        test_b = _Batches(cols["test"], 8192, False, 0)
+        model = run.build(name, seed, root)
         t0 = time.perf_counter()
-        model.fit(train_b, epochs=args.max_epochs, validation_data=valid_b, max_gradient_norm=10.0)
+        model.fit(_Batches(run.cols["train"], args.batch, True, seed), epochs=args.max_epochs,
+                  validation_data=valid_b, max_gradient_norm=10.0)
         fit_s = time.perf_counter() - t0
         valid = model.evaluate(valid_b)
         test = model.evaluate(test_b)
-        epochs = model._epoch_index + 1
       row = dict(model=name, seed=seed, valid_auc=valid["AUC"], test_auc=test["AUC"],
-                 test_logloss=test["logloss"], epochs=epochs, fit_s=round(fit_s, 1), threads=args.threads,
-                 batch=args.batch, dim=args.dim, torch=torch.__version__)
+                 test_logloss=test["logloss"], epochs=model._epoch_index + 1, fit_s=round(fit_s, 1),
+                 threads=args.threads, batch=args.batch, dim=args.dim, torch=run.torch_version)
       print(json.dumps(row), flush=True)
       with out.open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -299,28 +316,13 @@ def train(args) -> None:
 def speed(args) -> None:
   """One JSON line per model: median training-step examples/s on in-memory batches (no fitting)."""
   models, _ = _parse_lists(args)
-  import logging
-
-  import torch
-  from fuxictr.pytorch.torch_utils import seed_everything
-
-  logging.basicConfig(level=logging.WARNING)
-  torch.set_num_threads(args.threads)
-  schema, splits = _load(pathlib.Path(args.data))
-  targets, din_seqs = _din_fields(schema)
-  classes = _models()
-  cols = _columns(schema, splits["train"])
+  run = _Session(args)
   for name in models:
-    seed_everything(0)
     with tempfile.TemporaryDirectory() as root:
-      fm = _feature_map(schema, args.dim, din_seqs if name == "din" else (), root)
-      extra = dict(targets=targets, sequences=din_seqs) if name == "din" else {}
-      model = classes[name](fm, args.dim, [500, 500, 500], 1e-3, optimizer="adam", loss="binary_crossentropy",
-                            metrics=["logloss", "AUC"], monitor="AUC", early_stop_patience=2, verbose=0,
-                            model_root=root, **extra)
-      rate = _step_rate(model, _Batches(cols, args.batch, True, 0), steps=args.steps)
+      rate = _step_rate(run.build(name, 0, root), _Batches(run.cols["train"], args.batch, True, 0),
+                        steps=args.steps)
     print(json.dumps(dict(model=name, library="fuxictr", train_step_ex_s=round(rate), threads=args.threads,
-                          batch=args.batch, dim=args.dim, steps=args.steps, torch=torch.__version__)),
+                          batch=args.batch, dim=args.dim, steps=args.steps, torch=run.torch_version)),
           flush=True)
 
 
