@@ -257,9 +257,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   _validate_config(config)
   workdir = pathlib.Path(workdir)
+  # Load the data before creating the workdir: a data error must not leave an empty run directory behind.
+  data = data if data is not None else load_dataset(config.dataset)
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
-  data = data if data is not None else load_dataset(config.dataset)
   model = build_model(data.schema, config.model)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
   if VOCAB_PAD_MULTIPLE % mesh.shape[sharding.MODEL_AXIS]:
@@ -383,6 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   mlog.close()
   results = {
       "dataset": data.name,
+      "data_dir": data.meta.get("data_dir"),  # the resolved directory (config `dataset.data_dir` may be "")
       "model": config.model.name,
       "config": json.loads(config.to_json_best_effort()),
       "num_params": n_params,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
 from recjax import metrics
+from recjax.errors import DataError
 from recjax.data.schema import Schema
 from recjax.train.loop import train_and_evaluate
 
@@ -33,9 +36,25 @@ def test_short_run_beats_item_popularity(tmp_path, ml100k, tiny_config):
   saved = json.loads((tmp_path / "results.json").read_text())
   for k in ("dataset", "model", "config", "best_step", "valid", "test", "train_examples_per_sec"):
     assert k in saved
+  assert saved["data_dir"] == ml100k.meta["data_dir"] and saved["data_dir"]
   for split in ("valid", "test"):
     assert set(saved[split]) >= {"auc", "gauc", "logloss", "ne"}
   recs = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   test_rec = [r for r in recs if r["split"] == "test"][-1]
   assert test_rec["auc"] == pytest.approx(saved["test"]["auc"])
   assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_a_data_error_leaves_no_run_directory(tmp_path, ml100k, tiny_config):
+  # A malformed u.data (the other files real): the run fails before it creates its workdir.
+  src = pathlib.Path(ml100k.meta["data_dir"]) / "ml-100k"
+  bad = tmp_path / "data" / "ml-100k"
+  bad.mkdir(parents=True)
+  for f in ("u.item", "u.user"):
+    shutil.copy(src / f, bad / f)
+  (bad / "u.data").write_text("196\t242\t3\t881250949\n186\tnot-an-item\t3\t891717742\n")
+  cfg = tiny_config
+  cfg.dataset.data_dir = str(tmp_path / "data")
+  with pytest.raises(DataError, match="u.data"):
+    train_and_evaluate(cfg, tmp_path / "run", progress=False)
+  assert not (tmp_path / "run").exists()
