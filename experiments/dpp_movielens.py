@@ -172,7 +172,8 @@ def main(_):
       rec.update(evaluate(pos, _cand, _rs, _nrel, genres, _w))
       rec.update(extra or {})
       rows.append(rec)
-      print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}, flush=True)
+      print("  ".join(f"{k}={v:.4f}" if isinstance(v, (float, np.floating)) else f"{k}={v}" for k, v in rec.items()),
+            flush=True)
 
     add("relevance", 1.0, np.tile(np.arange(n), (len(test_users), 1)))
     with jax.enable_x64(True):

@@ -3,7 +3,7 @@
   python experiments/run.py --config experiments/configs/interformer.py:<variant> --workdir DIR
 
 Variants: a dataset preset of `recjax.train.defaults.PRESETS` (movielens, taobao_ub, amazon_beauty,
-taobao_ad, taobao_ad_bars, criteo, synthetic); `tiny` (ml-100k, a seconds-long smoke run); and the
+taobao_ad, taobao_ad_bars, criteo, synthetic); `tiny` (ml-100k, a smoke run of about a minute); and the
 model-size variants `small`, `medium`, `large` on ml-100k, used by the throughput/MFU benchmark and
 scaling sweeps.
 """
@@ -11,7 +11,7 @@ scaling sweeps.
 import ml_collections
 
 from recjax.models import interformer
-from recjax.train.defaults import base_config, tiny
+from recjax.train.defaults import base_config, check_variant, tiny
 
 # Embedding width per preset: BARS uses 64 on Amazon and 32 on TaobaoAd (spec §8); our choice elsewhere.
 DIM = {"movielens": 32, "taobao_ub": 32, "amazon_beauty": 64, "taobao_ad": 32, "taobao_ad_bars": 32,
@@ -28,6 +28,7 @@ SIZES = {
 
 def get_config(arg: str = "movielens") -> ml_collections.ConfigDict:
   """InterFormer on one dataset preset, `tiny`, or a model size (small | medium | large) on ml-100k."""
+  check_variant("interformer.py", arg, ("tiny", *SIZES))
   if arg in SIZES:
     c = base_config("movielens")
     c.model = interformer.default_config()

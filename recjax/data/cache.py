@@ -35,7 +35,12 @@ _META = "__meta__"
 _SEP = "::"
 
 
-def _writable(d: pathlib.Path) -> bool:
+def _writable(d: pathlib.Path, create: bool) -> bool:
+  """Whether files can be written in `d`; without `create`, a missing `d` is judged by its nearest
+  existing parent and is not created."""
+  if not create and not d.exists():
+    parent = next((a for a in d.parents if a.exists()), None)
+    return parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
   try:
     d.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=d, prefix=".probe-"):
@@ -45,18 +50,21 @@ def _writable(d: pathlib.Path) -> bool:
     return False
 
 
-def cache_dir(data_dir: str | os.PathLike) -> pathlib.Path:
-  """The cache directory (see module docstring); created if needed."""
+def cache_dir(data_dir: str | os.PathLike, create: bool = True) -> pathlib.Path:
+  """The cache directory (see module docstring), created if needed unless `create` is False (a lookup
+  before parsing must not leave an empty folder behind when the data turns out to be bad; `save` creates it)."""
   env = os.environ.get(ENV_CACHE_DIR)
   if env:
     d = pathlib.Path(env).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
+    if create:
+      d.mkdir(parents=True, exist_ok=True)
     return d
   d = pathlib.Path(data_dir) / ".recjax_cache"
-  if _writable(d):
+  if _writable(d, create):
     return d
   d = pathlib.Path("~/.cache/recjax/cache").expanduser()
-  d.mkdir(parents=True, exist_ok=True)
+  if create:
+    d.mkdir(parents=True, exist_ok=True)
   return d
 
 
@@ -80,6 +88,7 @@ def save(path: pathlib.Path, key: str, splits: Mapping[str, Mapping[str, np.ndar
   meta = json.dumps({"key": key, **info}, sort_keys=True, default=str)
   flat = {f"{s}{_SEP}{k}": v for s, arrays in splits.items() for k, v in arrays.items()}
   flat[_META] = np.frombuffer(meta.encode(), np.uint8)
+  path.parent.mkdir(parents=True, exist_ok=True)
   _atomic_write(path, lambda f: np.savez(f, **flat))
   _atomic_write(path.with_suffix(".json"), lambda f: f.write(meta.encode()))
 

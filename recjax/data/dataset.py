@@ -94,7 +94,7 @@ def load_dataset(dataset_cfg) -> DatasetSplits:
   loaded = None
   if _field(dataset_cfg, "use_cache", True):
     key = cache_lib.cache_key(files, {"source": name, **options})
-    path = cache_lib.cache_path(cache_lib.cache_dir(data_dir), name, key)
+    path = cache_lib.cache_path(cache_lib.cache_dir(data_dir, create=False), name, key)
     loaded = cache_lib.load(path, key)
     status = "hit" if loaded is not None else "miss"
   if loaded is not None:

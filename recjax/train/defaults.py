@@ -82,6 +82,13 @@ def mesh_config() -> ml_collections.ConfigDict:
   ))
 
 
+def check_variant(config_file: str, variant: str, extra: tuple[str, ...] = ("tiny",)) -> None:
+  """Raises ConfigError naming every valid variant (the dataset presets plus `extra`) of `config_file`."""
+  if variant not in PRESETS and variant not in extra:
+    raise ConfigError(f"unknown variant {variant!r} of {config_file}; known: dataset presets {sorted(PRESETS)} "
+                      f"and {list(extra)}")
+
+
 def base_config(preset: str) -> ml_collections.ConfigDict:
   """Everything but the `model` section, for a dataset preset (a key of PRESETS).
 
@@ -115,6 +122,7 @@ BASELINE_DIM = {"movielens": 16, "taobao_ub": 32, "amazon_beauty": 64, "taobao_a
 
 def baseline_experiment(arg: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A baseline's experiment config: `base_config(arg)` + `model` at `BASELINE_DIM[arg]`; `tiny` shrinks it."""
+  check_variant(f"{model.name}.py", arg)
   if arg == "tiny":
     c = tiny(base_config("movielens"))
     c.model = model

@@ -257,10 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   _validate_config(config)
   workdir = pathlib.Path(workdir)
-  # Load the data before creating the workdir: a data error must not leave an empty run directory behind.
   data = data if data is not None else load_dataset(config.dataset)
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
   model = build_model(data.schema, config.model)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
   if VOCAB_PAD_MULTIPLE % mesh.shape[sharding.MODEL_AXIS]:
@@ -283,6 +280,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                        in_shardings=(state_sh, sharding.batch_sharding(mesh)),
                        out_shardings=(state_sh, None), donate_argnums=(0,))
 
+  # The workdir is created only once the data, model and state are built: a data or config error must not
+  # leave an empty run directory behind.
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
   ckpt = Checkpointer(workdir, keep=tcfg.keep_checkpoints)
   meta: dict[str, Any] = {"best_step": None, "best_valid": None, "best_score": None, "bad_evals": 0,
                           "data_iter": None, "stopped_early": False, "run_config": _run_identity(config)}

@@ -122,10 +122,14 @@ def test_fixture_static_features(ml_dir):
   assert rows[(3, 5)][1][19] == 0.0   # missing date → 0
 
 
-def test_parse_users_unknowns_map_to_zero(tmp_path):
+def test_parse_users_unknowns_map_to_zero(tmp_path, caplog):
   write_ml(tmp_path)
-  u = movielens.parse_users(tmp_path / "u.user")
+  with caplog.at_level("WARNING"):
+    u = movielens.parse_users(tmp_path / "u.user")
   assert (u["gender"][3], u["occupation"][3], u["zip_prefix"][3]) == (0, 0, 0)   # X, astronaut, empty zip
+  # One warning for the file, counting both unknown values and naming the first.
+  msgs = [r.getMessage() for r in caplog.records if r.name == movielens.log.name]
+  assert len(msgs) == 1 and "2 unknown" in msgs[0] and "line 4" in msgs[0] and "'X'" in msgs[0], msgs
 
 
 def test_history_ratings_off_and_feature_selection(ml_dir):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recjax import metrics
-from recjax.errors import DataError
+from recjax.errors import ConfigError, DataError
 from recjax.data.schema import Schema
 from recjax.train.loop import train_and_evaluate
 
@@ -46,7 +46,7 @@ def test_short_run_beats_item_popularity(tmp_path, ml100k, tiny_config):
 
 
 def test_a_data_error_leaves_no_run_directory(tmp_path, ml100k, tiny_config):
-  # A malformed u.data (the other files real): the run fails before it creates its workdir.
+  # A malformed u.data (the other files real): the run fails before it creates its workdir or a cache folder.
   src = pathlib.Path(ml100k.meta["data_dir"]) / "ml-100k"
   bad = tmp_path / "data" / "ml-100k"
   bad.mkdir(parents=True)
@@ -57,4 +57,13 @@ def test_a_data_error_leaves_no_run_directory(tmp_path, ml100k, tiny_config):
   cfg.dataset.data_dir = str(tmp_path / "data")
   with pytest.raises(DataError, match="u.data"):
     train_and_evaluate(cfg, tmp_path / "run", progress=False)
+  assert not (tmp_path / "run").exists()
+  assert not (tmp_path / "data" / ".recjax_cache").exists()
+
+
+def test_a_config_error_leaves_no_run_directory(tmp_path, ml100k, tiny_config):
+  cfg = tiny_config
+  cfg.model.num_heads = 3  # does not divide dim 8: rejected when the model is built
+  with pytest.raises(ConfigError, match="num_heads"):
+    train_and_evaluate(cfg, tmp_path / "run", data=ml100k, progress=False)
   assert not (tmp_path / "run").exists()

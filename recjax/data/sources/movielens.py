@@ -38,6 +38,7 @@ Batch extras: `group_id` [N] i32 = user id; `time` [N] i64 = unix seconds.
 from __future__ import annotations
 
 import datetime
+import logging
 import pathlib
 
 import numpy as np
@@ -45,6 +46,8 @@ import numpy as np
 from recjax.data.datadir import ensure_files
 from recjax.data.schema import Schema, SequenceFeature, SparseFeature
 from recjax.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # config.dataset fields of this source (experiment configs start from a copy of this dict).
 DEFAULTS: dict = {
@@ -234,7 +237,7 @@ def parse_users(path: pathlib.Path) -> dict[str, np.ndarray]:
 
   Returns:
     {"id", "age", "gender", "occupation", "zip_prefix"}: [U] int64; gender/occupation/zip_prefix already
-    mapped to ids (unknown → 0), `age` in years.
+    mapped to ids (unknown → 0, the OOV id, with one warning naming the first such line), `age` in years.
 
   Raises:
     DataError: naming file, line and field for a wrong column count (5 '|'-separated fields), a
@@ -246,6 +249,7 @@ def parse_users(path: pathlib.Path) -> dict[str, np.ndarray]:
   occ = {o: k + 1 for k, o in enumerate(OCCUPATIONS)}
   out: dict[str, list] = {k: [] for k in ("id", "age", "gender", "occupation", "zip_prefix")}
   seen: dict[int, int] = {}
+  unknown: list[tuple[int, str, str]] = []  # (line, field, value): mapped to 0 and reported once
   for i, ln in rows:
     p = ln.split("|")
     if len(p) != 5:
@@ -258,6 +262,13 @@ def parse_users(path: pathlib.Path) -> dict[str, np.ndarray]:
     out["gender"].append({"M": 1, "F": 2}.get(p[2].strip().upper(), 0))
     out["occupation"].append(occ.get(p[3].strip().lower(), 0))
     out["zip_prefix"].append(0 if not z else (int(z[0]) + 1 if z[0].isdigit() else 11))
+    for field, value, known in (("gender", p[2], out["gender"][-1]), ("occupation", p[3], out["occupation"][-1])):
+      if not known:
+        unknown.append((i, field, value.strip()))
+  if unknown:
+    i, field, value = unknown[0]
+    log.warning("%s: %d unknown gender/occupation value(s), mapped to the OOV id 0; first: line %d, field %s, "
+                "value %r", path, len(unknown), i, field, value)
   return {k: np.array(v, np.int64) for k, v in out.items()}
 
 
