@@ -31,7 +31,9 @@ from jax import lax
 __all__ = ["greedy_map", "greedy_map_window", "greedy_map_lowrank", "dpp_kernel"]
 
 # Layout and batching of Algorithm 1 (our choice; measured in experiments/bench/dpp.py):
-#  * the Cholesky rows of a request are kept in blocks of _ROW_BLOCK steps, [rows, B, M] each. A finished
+#  * the Cholesky rows of a request are kept in blocks of _ROW_BLOCK steps, [B, rows, M] each, and each
+#    block's share of the projection is one batched matrix-vector product (einsum "bt,btm->bm"; 1.3-1.5x
+#    faster than a reduction over the rows axis of [rows, B, M] on XLA:CPU, measured 2026-12-02). A finished
 #    block is a loop constant of the later blocks' loops, so step t reads only the t rows written so far
 #    (rounded up to the block) and nothing is sliced or copied;
 #  * requests run in chunks of _CHUNK, one chunk after another through all k steps, so that a chunk's
@@ -123,14 +125,15 @@ def _greedy_chunk(row_fn, diag, mask, k, eps, eps_mode, stop_rule, block):
   def step(t, state, done_blocks, lo):
     # Pick j of step t is made; write its Cholesky row e, update d², then pick for step t + 1.
     cur, d2, idx, valid, j, gain, ok = state
-    proj = jnp.zeros((b, m), dtype)
-    for c in done_blocks + (cur,):
-      cj = jnp.take_along_axis(c, j[None, :, None], axis=2)  # [rows, B, 1]
-      proj = proj + jnp.sum(cj * c, axis=0)
+    proj = None
+    for c in done_blocks + (cur,):  # c: [B, rows, M]
+      cj = jnp.take_along_axis(c, j[:, None, None], axis=2)[..., 0]  # [B, rows]
+      p = jnp.einsum("bt,btm->bm", cj, c)  # one batched matrix-vector product per block
+      proj = p if proj is None else proj + p
     row = jnp.where(mask, row_fn(j), 0)
     e = (row - proj) * lax.rsqrt(jnp.maximum(gain, tiny))[:, None]
     e = jnp.where(mask & ok[:, None], e, 0)
-    cur = lax.dynamic_update_index_in_dim(cur, e, t - lo, axis=0)
+    cur = lax.dynamic_update_index_in_dim(cur, e, t - lo, axis=1)
     d2 = jnp.where(d2 > neg_inf, jnp.maximum(d2 - e * e, 0), neg_inf)
     d2 = jnp.where((cols == j[:, None]) & ok[:, None], neg_inf, d2)
     j, gain = _select(d2)
@@ -142,7 +145,7 @@ def _greedy_chunk(row_fn, diag, mask, k, eps, eps_mode, stop_rule, block):
   done_blocks = ()
   for lo in range(0, k - 1, block):
     hi = min(lo + block, k - 1)
-    cur = jnp.zeros((hi - lo, b, m), dtype)
+    cur = jnp.zeros((b, hi - lo, m), dtype)
     state = (cur, d2, idx, valid, j, gain, ok)
     body = functools.partial(step, done_blocks=done_blocks, lo=lo)
     cur, d2, idx, valid, j, gain, ok = lax.fori_loop(lo, hi, body, state)
