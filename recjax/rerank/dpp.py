@@ -125,11 +125,9 @@ def _greedy_chunk(row_fn, diag, mask, k, eps, eps_mode, stop_rule, block):
   def step(t, state, done_blocks, lo):
     # Pick j of step t is made; write its Cholesky row e, update d², then pick for step t + 1.
     cur, d2, idx, valid, j, gain, ok = state
-    proj = None
-    for c in done_blocks + (cur,):  # c: [B, rows, M]
-      cj = jnp.take_along_axis(c, j[:, None, None], axis=2)[..., 0]  # [B, rows]
-      p = jnp.einsum("bt,btm->bm", cj, c)  # one batched matrix-vector product per block
-      proj = p if proj is None else proj + p
+    # c: [B, rows, M]; c[b, :, j_b] [B, rows] times c is one batched matrix-vector product per block.
+    proj = sum(jnp.einsum("bt,btm->bm", jnp.take_along_axis(c, j[:, None, None], axis=2)[..., 0], c)
+               for c in done_blocks + (cur,))
     row = jnp.where(mask, row_fn(j), 0)
     e = (row - proj) * lax.rsqrt(jnp.maximum(gain, tiny))[:, None]
     e = jnp.where(mask & ok[:, None], e, 0)

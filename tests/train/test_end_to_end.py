@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from recjax import metrics
-from recjax.errors import ConfigError, DataError
 from recjax.data.schema import Schema
+from recjax.errors import ConfigError, DataError
 from recjax.train.loop import train_and_evaluate
 
 

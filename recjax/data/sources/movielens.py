@@ -249,7 +249,7 @@ def parse_users(path: pathlib.Path) -> dict[str, np.ndarray]:
   occ = {o: k + 1 for k, o in enumerate(OCCUPATIONS)}
   out: dict[str, list] = {k: [] for k in ("id", "age", "gender", "occupation", "zip_prefix")}
   seen: dict[int, int] = {}
-  unknown: list[tuple[int, str, str]] = []  # (line, field, value): mapped to 0 and reported once
+  n_unknown, first_unknown = 0, None  # unknown gender/occupation values: mapped to 0, reported once
   for i, ln in rows:
     p = ln.split("|")
     if len(p) != 5:
@@ -259,16 +259,18 @@ def parse_users(path: pathlib.Path) -> dict[str, np.ndarray]:
     z = p[4].strip()
     out["id"].append(uid)
     out["age"].append(_to_int(path, i, "age", p[1]))
-    out["gender"].append({"M": 1, "F": 2}.get(p[2].strip().upper(), 0))
-    out["occupation"].append(occ.get(p[3].strip().lower(), 0))
+    gender = {"M": 1, "F": 2}.get(p[2].strip().upper(), 0)
+    occupation = occ.get(p[3].strip().lower(), 0)
+    out["gender"].append(gender)
+    out["occupation"].append(occupation)
     out["zip_prefix"].append(0 if not z else (int(z[0]) + 1 if z[0].isdigit() else 11))
-    for field, value, known in (("gender", p[2], out["gender"][-1]), ("occupation", p[3], out["occupation"][-1])):
+    for field, value, known in (("gender", p[2], gender), ("occupation", p[3], occupation)):
       if not known:
-        unknown.append((i, field, value.strip()))
-  if unknown:
-    i, field, value = unknown[0]
+        n_unknown += 1
+        first_unknown = first_unknown or (i, field, value.strip())
+  if n_unknown:
     log.warning("%s: %d unknown gender/occupation value(s), mapped to the OOV id 0; first: line %d, field %s, "
-                "value %r", path, len(unknown), i, field, value)
+                "value %r", path, n_unknown, *first_unknown)
   return {k: np.array(v, np.int64) for k, v in out.items()}
 
 
