@@ -12,7 +12,8 @@ from recjax.errors import ConfigError
 from recjax.models import DEFAULT_CONFIGS, build_model
 from recjax.models.baselines import din_targets, sequence_mask
 from recjax.nn.common import LOGICAL_AXES
-from recjax.nn.target_attention import TargetAttention
+from recjax.nn.common import dense
+from recjax.nn.target_attention import TargetAttention, UnitInputDense
 
 B, T, D = 4, 5, 4
 MODELS = ("dnn", "dcnv2", "din")
@@ -133,6 +134,26 @@ def test_target_attention_hand_set_case():
                                                                                  mask)
   e = np.exp([5.6, 0.1])
   np.testing.assert_allclose(w, [[0.0, *(e / e.sum())]], rtol=1e-5)
+
+
+def test_unit_input_dense_equals_dense_over_the_concatenation():
+  # Reference: one Dense over the materialised [h, q, h - q, h * q], with the same params.
+  rng = np.random.default_rng(0)
+  keys = jnp.asarray(rng.standard_normal((3, 5, 4)), jnp.float32)
+  query = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)
+  layer = UnitInputDense(6)
+  params = layer.init(jax.random.key(1), (keys, query))["params"]
+  ref_layer = dense(6)
+  q = jnp.broadcast_to(query[:, None], keys.shape)
+  concat = jnp.concatenate([keys, q, keys - q, keys * q], axis=-1)
+  ref_params = ref_layer.init(jax.random.key(1), concat)["params"]
+  # same initialisation as a plain Dense (checkpoints and seeds are unchanged by the factoring)
+  np.testing.assert_array_equal(nn.unbox(params["kernel"]), nn.unbox(ref_params["kernel"]))
+  params = {"kernel": nn.unbox(params["kernel"]),
+            "bias": jnp.asarray(rng.standard_normal(6), jnp.float32)}
+  got = layer.apply({"params": params}, (keys, query))
+  want = ref_layer.apply({"params": params}, concat)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_din_padding_gets_zero_weight_and_padded_ids_do_not_matter():
