@@ -29,6 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file `path.py:
 _BATCH = flags.DEFINE_integer("batch", 2048, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+_PROFILE = flags.DEFINE_string("profile", None, "If set, write a jax.profiler trace of the timed steps here "
+                                "(and print the 15 costliest XLA ops as JSON lines on stderr).")
 _MATMUL = flags.DEFINE_integer("matmul_n", 2048, "Size n of the n×n×n matmul that defines peak FLOP/s.")
 
 
@@ -44,6 +46,22 @@ def matmul_flops_per_sec(n: int, dtype=jnp.float32, reps: int = 10) -> float:
     f(a).block_until_ready()
     times.append(time.perf_counter() - t)
   return 2 * n**3 / min(times)
+
+
+def _print_top_ops(trace_dir: str, steps: int, top: int = 15) -> None:
+  """Sums the host-thread XLA op events of the newest trace under trace_dir; prints ms per step."""
+  import collections
+  import pathlib
+
+  from jax._src.lib import _profile_data
+  path = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda q: q.stat().st_mtime)
+  totals = collections.Counter()
+  for plane in _profile_data.ProfileData.from_file(str(path)).planes:
+    for line in plane.lines:
+      for ev in line.events:
+        totals[ev.name] += ev.duration_ns
+  for name, ns in totals.most_common(top):
+    print(json.dumps({"op": name, "ms_per_step": round(ns / steps / 1e6, 3)}), file=sys.stderr)
 
 
 def main(argv):
@@ -76,6 +94,8 @@ def main(argv):
   for i in range(_WARMUP.value):
     state, m = compiled(state, batches[i % 4])
   jax.block_until_ready(m)
+  if _PROFILE.value:
+    jax.profiler.start_trace(_PROFILE.value)
   times = []
   for i in range(_STEPS.value):
     t = time.perf_counter()
@@ -83,6 +103,9 @@ def main(argv):
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   step_s = statistics.median(times)
+  if _PROFILE.value:
+    jax.profiler.stop_trace()
+    _print_top_ops(_PROFILE.value, _STEPS.value)
   # The reference is timed before and after the steps and the faster kept: one timing alone moved by up to
   # 1.4x between processes on this host.
   peak_after = matmul_flops_per_sec(_MATMUL.value)

@@ -108,6 +108,17 @@ def test_bfloat16_kept_values_are_correctly_rounded():
   assert 0.85 < kept.mean() < 0.95
 
 
+def test_gradient_is_the_same_mask_scaled():
+  # d/dx Σ w·dropout(x) = w·mask/(1 − rate), with the mask read off the forward output (x has no zeros).
+  x = jax.random.normal(jax.random.key(0), (64, 33)) + 5.0
+  w = jax.random.normal(jax.random.key(1), (64, 33))
+  drop = lambda x: Dropout(0.3).apply({}, x, train=True, rngs={"dropout": jax.random.key(2)})
+  mask = np.asarray(drop(x) != 0)
+  g = jax.grad(lambda x: jnp.sum(w * drop(x)))(x)
+  np.testing.assert_allclose(g, np.where(mask, np.asarray(w) / 0.7, 0.0), rtol=1e-6)
+  assert 0.6 < mask.mean() < 0.8
+
+
 SHARDED_SCRIPT = """
 import json
 import jax, jax.numpy as jnp, numpy as np
