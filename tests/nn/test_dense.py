@@ -50,3 +50,21 @@ def test_bfloat16_gradients_match_a_float64_reference():
   np.testing.assert_allclose(np.asarray(gp["bias"], np.float64), g.sum(0), rtol=0.02, atol=0.05)
   np.testing.assert_allclose(np.asarray(gx, np.float64), g @ wk.T, rtol=0.02, atol=0.05)
   assert gx.dtype == jnp.bfloat16 and gp["kernel"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_matches_flax(dtype):
+  from recjax.nn.common import LayerNorm
+  x = (jax.random.normal(jax.random.key(0), (3, 5, 16)) * 3 + 1).astype(dtype)
+  ours, ref = LayerNorm(dtype=dtype), nn.LayerNorm(dtype=dtype)
+  params = ours.init(jax.random.key(1), x)["params"]
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref.init(jax.random.key(1), x)["params"])
+  params = {"scale": jax.random.normal(jax.random.key(2), (16,)), "bias": jax.random.normal(jax.random.key(3), (16,))}
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(np.asarray(ours.apply({"params": params}, x), np.float32),
+                             np.asarray(ref.apply({"params": params}, x), np.float32), rtol=tol, atol=tol)
+  w_out = jax.random.normal(jax.random.key(4), x.shape)
+  g = jax.grad(_loss, argnums=(1, 2))(ours, params, x, w_out)
+  g_ref = jax.grad(_loss, argnums=(1, 2))(ref, params, x, w_out)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
