@@ -23,6 +23,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
+from recjax import cli
 from recjax.rerank.dpp import dpp_kernel, greedy_map, greedy_map_window
 from recjax.rerank.metrics import ilad, ilmd, mrr, precision_recall_at_n
 
@@ -138,8 +139,8 @@ def evaluate(pos, cand, rel_sets, n_rel, genres, window):
   return out
 
 
-def main(_):
-  cfg = _CONFIG.value
+def _main(_):
+  cfg = cli.load_config(_CONFIG)
   t0 = time.time()
   root = resolve_data_dir(_DATA_DIR.value)
   users, items, ratings, ts, genres = load_ml100k(root)
@@ -258,5 +259,11 @@ Long lists (N={cfg.long.list_len} from top-{cfg.long.num_candidates}, window-loc
   path.write_text(md)
 
 
+def main(argv):
+  cli.quiet_logs()
+  with cli.exit_on_bad_input():
+    _main(argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("experiments/dpp_movielens.py", ""))

@@ -29,6 +29,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from recjax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config `path.py:variant` (synthetic schema).",
                                           lock_config=False)
 _ROWS = flags.DEFINE_integer("rows", 20_000_000, "Rows streamed through training.")
@@ -83,7 +85,7 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
     yield x
 
 
-def main(argv):
+def _main(argv):
   del argv
   from recjax import sharding
   from recjax.data import synthetic
@@ -91,7 +93,7 @@ def main(argv):
   from recjax.train import steps
   from recjax.train.loop import build_state, param_count
 
-  cfg = _CONFIG.value
+  cfg = cli.load_config(_CONFIG)
   ds = cfg.dataset
   schema = synthetic.schema(ds.vocab, ds.max_seq_len)
   bsz = cfg.train.batch_size
@@ -144,6 +146,12 @@ def main(argv):
       "device": jax.devices()[0].platform, "jax": jax.__version__}), flush=True)
 
 
+def main(argv):
+  cli.quiet_logs()
+  with cli.exit_on_bad_input():
+    _main(argv)
+
+
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("experiments/bench/scale.py", " --rows N"))

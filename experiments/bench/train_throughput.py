@@ -25,6 +25,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from recjax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file `path.py:variant`.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch", 2048, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
@@ -64,7 +66,7 @@ def _print_top_ops(trace_dir: str, steps: int, top: int = 15) -> None:
     print(json.dumps({"op": name, "ms_per_step": round(ns / steps / 1e6, 3)}), file=sys.stderr)
 
 
-def main(argv):
+def _main(argv):
   del argv
   from recjax import sharding
   from recjax.data import pipeline
@@ -73,7 +75,7 @@ def main(argv):
   from recjax.train import steps
   from recjax.train.loop import build_state, param_count
 
-  cfg = _CONFIG.value
+  cfg = cli.load_config(_CONFIG)
   data = load_dataset(cfg.dataset)
   model = build_model(data.schema, cfg.model)
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model)
@@ -137,6 +139,12 @@ def main(argv):
   }), flush=True)
 
 
+def main(argv):
+  cli.quiet_logs()
+  with cli.exit_on_bad_input():
+    _main(argv)
+
+
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("experiments/bench/train_throughput.py", " --batch 2048"))

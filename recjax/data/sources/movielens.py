@@ -125,9 +125,16 @@ def preprocess_options(cfg) -> dict:
 
 
 def _lines(path: pathlib.Path) -> list[tuple[int, str]]:
-  """(1-based line number, line) for non-blank lines; latin-1 (u.item has accented titles)."""
+  """(1-based line number, line) for non-blank lines; latin-1 (u.item has accented titles). Blank lines
+  other than trailing ones are skipped with one warning naming the first."""
   with open(path, encoding="latin-1") as f:
-    return [(i, ln.rstrip("\r\n")) for i, ln in enumerate(f, 1) if ln.strip()]
+    lines = [(i, ln.rstrip("\r\n")) for i, ln in enumerate(f, 1)]
+  while lines and not lines[-1][1].strip():
+    lines.pop()
+  blank = [i for i, ln in lines if not ln.strip()]
+  if blank:
+    log.warning("%s: skipped %d blank line(s), the first at line %d", path, len(blank), blank[0])
+  return [(i, ln) for i, ln in lines if ln.strip()]
 
 
 def _bad(path, line: int, field: str, msg: str) -> DataError:
