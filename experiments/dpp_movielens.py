@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from recjax import cli
@@ -139,7 +139,7 @@ def evaluate(pos, cand, rel_sets, n_rel, genres, window):
   return out
 
 
-def _main(_):
+def main(_):
   cfg = cli.load_config(_CONFIG)
   t0 = time.time()
   root = resolve_data_dir(_DATA_DIR.value)
@@ -259,11 +259,5 @@ Long lists (N={cfg.long.list_len} from top-{cfg.long.num_candidates}, window-loc
   path.write_text(md)
 
 
-def main(argv):
-  cli.quiet_logs()
-  with cli.exit_on_bad_input():
-    _main(argv)
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.flags_parser("experiments/dpp_movielens.py", ""))
+  cli.run(main, "experiments/dpp_movielens.py", "")

@@ -23,14 +23,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cli.quiet_logs()
   config = cli.load_config(_CONFIG)  # config_flags loads the file lazily; fail here, not mid-run
   import jax
   if config.get("distributed", False):
     jax.distributed.initialize()
   from recjax.train.loop import train_and_evaluate
-  with cli.exit_on_bad_input():
-    res = train_and_evaluate(config, _WORKDIR.value, progress=_PROGRESS.value)
+  res = train_and_evaluate(config, _WORKDIR.value, progress=_PROGRESS.value)
   t, v = res["test"], res["valid"] or {}
   eps = res["train_examples_per_sec"]
   print(f"{res['model']} on {res['dataset']}: best step {res['best_step']} | valid AUC {v.get('auc', float('nan')):.4f} "
@@ -39,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.flags_parser("experiments/run.py", " --workdir DIR"))
+  cli.run(main, "experiments/run.py", " --workdir DIR")

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 
 
@@ -74,3 +74,12 @@ def exit_on_bad_input() -> Iterator[None]:
   except RecjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None:
+  """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, and `exit_on_bad_input` around main."""
+  def wrapped(argv: list[str]) -> None:
+    quiet_logs()
+    with exit_on_bad_input():
+      main(argv)
+  app.run(wrapped, flags_parser=flags_parser(script, extra))

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from recjax import cli
@@ -85,7 +85,7 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
     yield x
 
 
-def _main(argv):
+def main(argv):
   del argv
   from recjax import sharding
   from recjax.data import synthetic
@@ -146,12 +146,6 @@ def _main(argv):
       "device": jax.devices()[0].platform, "jax": jax.__version__}), flush=True)
 
 
-def main(argv):
-  cli.quiet_logs()
-  with cli.exit_on_bad_input():
-    _main(argv)
-
-
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.flags_parser("experiments/bench/scale.py", " --rows N"))
+  cli.run(main, "experiments/bench/scale.py", " --rows N")

@@ -46,10 +46,14 @@ def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   Raises:
     ValueError: if the shape has more than 2³² elements (positions would repeat).
   """
+  _check_positions(shape, "hash_bits")
+  return _hash_words(jax.random.bits(key, (2,), jnp.uint32), shape)
+
+
+def _check_positions(shape: tuple[int, ...], who: str) -> None:
   size = math.prod(int(d) for d in shape)
   if size > 2**32:
-    raise ValueError(f"hash_bits: {size} elements exceed 2**32 distinct positions (shape {shape})")
-  return _hash_words(jax.random.bits(key, (2,), jnp.uint32), shape)
+    raise ValueError(f"{who}: {size} elements exceed 2**32 distinct positions (shape {shape})")
 
 
 def _hash_words(k: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -116,8 +120,6 @@ class Dropout(nn.Module):
       raise ValueError(f"dropout rate must be in [0, 1), got {self.rate}")
     if not train or self.rate == 0.0:
       return x
-    size = math.prod(int(d) for d in x.shape)
-    if size > 2**32:
-      raise ValueError(f"dropout: {size} elements exceed 2**32 distinct positions (shape {x.shape})")
+    _check_positions(x.shape, "dropout")
     words = jax.random.bits(self.make_rng(self.rng_collection), (2,), jnp.uint32)
     return _dropout(x, words, self.rate)

@@ -39,7 +39,7 @@ def test_bfloat16_gradients_match_a_float64_reference():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((64, 48)), jnp.bfloat16)
   layer = dense(32, dtype=jnp.bfloat16)
-  params = jax.tree.map(lambda p: p, nn.unbox(layer.init(jax.random.key(0), x)["params"]))
+  params = dict(nn.unbox(layer.init(jax.random.key(0), x)["params"]))
   params["bias"] = jnp.asarray(rng.standard_normal(32), jnp.float32)
   w_out = jnp.asarray(rng.standard_normal((64, 32)), jnp.float32)
   (gp, gx) = jax.grad(_loss, argnums=(1, 2))(layer, params, x, w_out)
