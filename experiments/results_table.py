@@ -16,10 +16,11 @@ import csv
 import importlib.util
 import json
 import pathlib
-import sys
 
 import numpy as np
 from absl import app, flags
+
+from recjax import host_memory
 
 _MODELS = flags.DEFINE_list("models", ["interformer", "dnn", "dcnv2", "din"], "Config files under experiments/configs.")
 _PRESETS = flags.DEFINE_list("presets", ["movielens"], "Variants (dataset presets) of each config.")
@@ -66,6 +67,7 @@ def run_one(model: str, preset: str, seed: int, out: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # as experiments/run.py: reuse XLA:CPU's freed step temporaries
   out = pathlib.Path(_OUT.value)
   rows, missing = [], {}
   for preset in _PRESETS.value:

@@ -136,6 +136,7 @@ def main(argv):
       "mfu_vs_compute_dtype": round(achieved / peak_same, 4),
       "compile_s": round(compile_s, 1),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "keep_freed_memory": cli.KEPT_FREED_MEMORY,
       "loss_finite": bool(np.isfinite(float(m["loss"]))),
       "device": jax.devices()[0].platform, "num_devices": jax.device_count(), "jax": jax.__version__,
   }), flush=True)
