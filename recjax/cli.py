@@ -76,17 +76,12 @@ def exit_on_bad_input() -> Iterator[None]:
     sys.exit(2)
 
 
-# Whether `run` applied `host_memory.keep_freed_memory()` in this process (reported by the benches).
-KEPT_FREED_MEMORY = False
-
-
 def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None:
   """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, glibc told to keep freed memory
   (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), and `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
-    global KEPT_FREED_MEMORY
     from recjax import host_memory
-    KEPT_FREED_MEMORY = host_memory.keep_freed_memory()
+    host_memory.keep_freed_memory()
     quiet_logs()
     with exit_on_bad_input():
       main(argv)

@@ -3,7 +3,8 @@
 XLA:CPU allocates each jitted call's temporaries as one large block (GBs for an InterFormer step at batch
 2048) and frees it when the call ends. glibc serves every allocation above its mmap threshold (at most
 32 MiB) with a fresh `mmap` and returns it with `munmap`, so every step faults in and zero-fills all its
-temporary pages again: on a 2-core host that was 40 % of the step time (system time) for `interformer:medium`.
+temporary pages again: on a 2-core host about a third of the CPU time of the main command and of
+`interformer:medium` went to the kernel (system time).
 `keep_freed_memory()` makes glibc serve large blocks from its heap and keep freed memory there, so the next
 step reuses the same pages. The cost is that the process's resident memory stays at its peak instead of
 shrinking between steps.
@@ -24,6 +25,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _ENV = "RECJAX_KEEP_FREED_MEMORY"
+_kept = False
 
 
 def keep_freed_memory() -> bool:
@@ -36,6 +38,7 @@ def keep_freed_memory() -> bool:
     True if the settings were applied; False if the C library is not glibc, mallopt is unavailable or
     refused a setting, or RECJAX_KEEP_FREED_MEMORY=0 is set.
   """
+  global _kept
   if os.environ.get(_ENV, "1") == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return False
   try:
@@ -45,5 +48,11 @@ def keep_freed_memory() -> bool:
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   mallopt.restype = ctypes.c_int
-  return all(mallopt(param, value) for param, value in
-             ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  _kept = all(mallopt(param, value) for param, value in
+              ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  return _kept
+
+
+def kept() -> bool:
+  """Whether `keep_freed_memory()` has been applied in this process (reported by the benches)."""
+  return _kept

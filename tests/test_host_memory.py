@@ -31,12 +31,13 @@ libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 applied = host_memory.keep_freed_memory() if sys.argv[1] == "call" else None
+kept = host_memory.kept()
 before = libc.mallinfo2()
 p = libc.malloc(256 << 20)
 during = libc.mallinfo2()
 libc.free(p)
 after = libc.mallinfo2()
-print(json.dumps({"applied": applied, "mmapped": during.hblkhd - before.hblkhd,
+print(json.dumps({"applied": applied, "kept": kept, "mmapped": during.hblkhd - before.hblkhd,
                   "heap_grew": during.arena - before.arena, "heap_kept": after.arena - before.arena}))
 """
 
@@ -58,7 +59,7 @@ def test_default_glibc_maps_and_unmaps_a_large_block():
 
 def test_keep_freed_memory_serves_from_the_heap_and_keeps_it():
   got = _child("call")
-  assert got["applied"] is True
+  assert got["applied"] is True and got["kept"] is True
   assert got["mmapped"] == 0
   assert got["heap_grew"] >= _N
   assert got["heap_kept"] >= _N  # not trimmed after free: the next step reuses these pages
@@ -66,5 +67,5 @@ def test_keep_freed_memory_serves_from_the_heap_and_keeps_it():
 
 def test_opt_out_by_environment():
   got = _child("call", RECJAX_KEEP_FREED_MEMORY="0")
-  assert got["applied"] is False
+  assert got["applied"] is False and got["kept"] is False
   assert got["mmapped"] >= _N
