@@ -98,6 +98,7 @@ def main(argv):
   schema = synthetic.schema(ds.vocab, ds.max_seq_len)
   bsz = cfg.train.batch_size
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model)
+  model = build_model(schema, cfg.model)  # a bad model config fails here, before the pipeline phase
 
   # 1. The input pipeline alone.
   t0 = time.perf_counter()
@@ -111,7 +112,6 @@ def main(argv):
                     "workers": _WORKERS.value, "peak_rss_mb": round(rss_mb(), 1)}), flush=True)
 
   # 2. Training with the pipeline overlapped.
-  model = build_model(schema, cfg.model)
   it = prefetched(batches(_ROWS.value, bsz, _CHUNK.value, ds.seed, schema, ds.max_seq_len, ds.vocab, _WORKERS.value),
                   _PREFETCH.value)
   first = next(it)

@@ -26,14 +26,16 @@ def build_model(schema: Schema, model_cfg: Any) -> nn.Module:
   Returns:
     An unbound linen Module; call `init(rngs, batch, train=False)` / `apply(...)`.
   Raises:
-    ConfigError: unknown model name, or (for InterFormer) an invalid knob value.
+    ConfigError: unknown model name, or an invalid knob value.
   """
   name = model_cfg.get("name") if hasattr(model_cfg, "get") else getattr(model_cfg, "name", None)
   if name not in REGISTRY:
     raise ConfigError(f"model.name={name!r} is not one of {sorted(REGISTRY)}")
   if name == "interformer":
     from recjax.models.interformer import validate_config
-    validate_config(model_cfg)
+  else:
+    from recjax.models.baselines import validate_config
+  validate_config(model_cfg)  # here, not first at init: scripts fail before any data work
   return REGISTRY[name](schema=schema, config=model_cfg)
 
 

@@ -260,3 +260,6 @@ def test_config_errors():
     build_model(sch, tiny("din", attention_activation="dice")).init(jax.random.key(0), batch, train=False)
   with pytest.raises(ConfigError, match="activation"):
     build_model(sch, tiny("dnn", activation="tanh")).init(jax.random.key(0), batch, train=False)
+  # build_model itself validates (before init), so scripts fail before any data work.
+  with pytest.raises(ConfigError, match="hidden"):
+    build_model(sch, tiny("dnn", hidden=(64, -1)))
