@@ -81,8 +81,11 @@ def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None
   (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), and `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
     from recjax import host_memory
-    host_memory.keep_freed_memory()
+    kept = host_memory.keep_freed_memory()
     quiet_logs()
+    if kept:
+      logging.getLogger("recjax").info("host memory: glibc keeps freed memory for reuse by the next step "
+                                       "(RECJAX_KEEP_FREED_MEMORY=0 turns this off)")
     with exit_on_bad_input():
       main(argv)
   app.run(wrapped, flags_parser=flags_parser(script, extra))

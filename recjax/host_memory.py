@@ -10,7 +10,7 @@ step reuses the same pages. The cost is that the process's resident memory stays
 shrinking between steps.
 
 The setting applies to the process that calls it, from then on. Only glibc (Linux) is affected; elsewhere,
-or with RECJAX_KEEP_FREED_MEMORY=0 in the environment, it does nothing.
+or with RECJAX_KEEP_FREED_MEMORY set to 0, false, no, off or empty, it does nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _ENV = "RECJAX_KEEP_FREED_MEMORY"
+_OFF = ("0", "false", "no", "off", "")
 _kept = False
 
 
@@ -36,10 +37,10 @@ def keep_freed_memory() -> bool:
 
   Returns:
     True if the settings were applied; False if the C library is not glibc, mallopt is unavailable or
-    refused a setting, or RECJAX_KEEP_FREED_MEMORY=0 is set.
+    refused a setting, or RECJAX_KEEP_FREED_MEMORY is 0, false, no, off or empty.
   """
   global _kept
-  if os.environ.get(_ENV, "1") == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+  if os.environ.get(_ENV, "1").strip().lower() in _OFF or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return False
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

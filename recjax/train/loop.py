@@ -8,7 +8,8 @@ Outputs under `workdir`:
 - `metrics.jsonl`: one JSON object per log/eval event (`{"step", "split", ...}`);
 - `tb/`: TensorBoard event files of the same scalars;
 - `checkpoints/`: orbax checkpoints (see `checkpoint.py`); re-running with the same workdir resumes;
-- `results.json`: dataset, model, config, best step, valid and test metrics, throughput;
+- `results.json`: dataset, model, config, best step, valid and test metrics, throughput (and whether
+  `recjax.host_memory.keep_freed_memory()` was on);
 - `curves.png`: train loss and validation AUC against step.
 """
 
@@ -29,6 +30,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from recjax import host_memory
 from recjax import metrics as metrics_lib
 from recjax import sharding
 from recjax.data import pipeline
@@ -395,6 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       "valid": meta["best_valid"],
       "test": test,
       "train_examples_per_sec": (steps_timed * bsz / t_train) if t_train > 0 else None,
+      "keep_freed_memory": host_memory.kept(),  # the host allocator setting the throughput was measured under
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
                   "mesh": dict(mesh.shape)},
   }

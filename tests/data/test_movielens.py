@@ -157,7 +157,7 @@ def _bad_data(tmp_path, lines):
 @pytest.mark.parametrize("bad_line, field, text", [
     ("1\t2\tfour\t881250949", "rating", "expected an integer, got 'four'"),
     ("1\t2\t3", "columns", "expected 4 tab-separated fields"),
-    ("1\t2\t7\t881250949", "rating", "value 7 is outside 1..5"),
+    ("1\t2\t7\t881250949", "rating", "value 7 must be in 1..5"),
     ("1\t99\t3\t881250949", "item_id", "id 99 is not in"),
     ("9\t1\t3\t881250949", "user_id", "id 9 is not in"),
 ])

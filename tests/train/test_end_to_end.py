@@ -36,6 +36,7 @@ def test_short_run_beats_item_popularity(tmp_path, ml100k, tiny_config):
   saved = json.loads((tmp_path / "results.json").read_text())
   for k in ("dataset", "model", "config", "best_step", "valid", "test", "train_examples_per_sec"):
     assert k in saved
+  assert saved["keep_freed_memory"] is False  # only the scripts turn it on, not a library call
   assert saved["data_dir"] == ml100k.meta["data_dir"] and saved["data_dir"]
   for split in ("valid", "test"):
     assert set(saved[split]) >= {"auc", "gauc", "logloss", "ne"}

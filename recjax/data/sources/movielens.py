@@ -152,7 +152,7 @@ def _unique_id(path, line: int, field: str, s: str, seen: dict[int, int]) -> int
   """An id >= 1 not seen on an earlier line; records it in `seen` (id -> line). DataError otherwise."""
   v = _to_int(path, line, field, s)
   if v < 1:
-    raise _bad(path, line, field, f"value {v} is outside >= 1")
+    raise _bad(path, line, field, f"value {v} must be >= 1")
   if v in seen:
     raise _bad(path, line, field, f"duplicate id {v} (first on line {seen[v]})")
   seen[v] = line
@@ -193,8 +193,8 @@ def parse_ratings(path: pathlib.Path) -> dict[str, np.ndarray]:
     v = out[key]
     bad = np.flatnonzero((v < lo) | ((v > hi) if hi is not None else False))
     if bad.size:
-      rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-      raise _bad(path, int(line[bad[0]]), field, f"value {int(v[bad[0]])} is outside {rng}")
+      want = f"must be in {lo}..{hi}" if hi is not None else f"must be >= {lo}"
+      raise _bad(path, int(line[bad[0]]), field, f"value {int(v[bad[0]])} {want}")
   return out
 
 
