@@ -30,9 +30,8 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from recjax import host_memory
+from recjax import host_memory, sharding
 from recjax import metrics as metrics_lib
-from recjax import sharding
 from recjax.data import pipeline
 from recjax.data.dataset import DatasetSplits, load_dataset
 from recjax.errors import ConfigError, TrainingError
