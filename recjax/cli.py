@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from absl import app, flags
 from absl import logging as absl_logging
 
+from recjax import host_memory
+
 
 def flags_parser(script: str, extra: str = "") -> Callable[[list[str]], list[str]]:
   """An `app.run(..., flags_parser=...)` for `script`: unknown or ill-typed `--config.*` fields are
@@ -80,7 +82,6 @@ def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None
   """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, glibc told to keep freed memory
   (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), and `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
-    from recjax import host_memory
     kept = host_memory.keep_freed_memory()
     quiet_logs()
     if kept:
