@@ -82,11 +82,8 @@ def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None
   """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, glibc told to keep freed memory
   (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), and `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
-    kept = host_memory.keep_freed_memory()
     quiet_logs()
-    if kept:
-      logging.getLogger("recjax").info("host memory: glibc keeps freed memory for reuse by the next step "
-                                       "(RECJAX_KEEP_FREED_MEMORY=0 turns this off)")
+    host_memory.keep_freed_memory()
     with exit_on_bad_input():
       main(argv)
   app.run(wrapped, flags_parser=flags_parser(script, extra))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import platform
 
@@ -27,6 +28,12 @@ _M_ARENA_MAX = -8
 _ENV = "RECJAX_KEEP_FREED_MEMORY"
 _OFF = ("0", "false", "no", "off", "")
 _kept = False
+log = logging.getLogger(__name__)
+
+
+def on_glibc() -> bool:
+  """Whether this process runs on Linux with glibc, the only C library the setting applies to."""
+  return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def keep_freed_memory() -> bool:
@@ -35,12 +42,14 @@ def keep_freed_memory() -> bool:
   One arena: with per-thread arenas, blocks freed by XLA's worker threads were not reused by the next
   step's allocations and the step time did not improve. Call it early, before the first jitted call.
 
+  Logs one INFO line (logger `recjax.host_memory`) when the settings are applied.
+
   Returns:
     True if the settings were applied; False if the C library is not glibc, mallopt is unavailable or
     refused a setting, or RECJAX_KEEP_FREED_MEMORY is 0, false, no, off or empty.
   """
   global _kept
-  if os.environ.get(_ENV, "1").strip().lower() in _OFF or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+  if os.environ.get(_ENV, "1").strip().lower() in _OFF or not on_glibc():
     return False
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -51,6 +60,8 @@ def keep_freed_memory() -> bool:
   mallopt.restype = ctypes.c_int
   _kept = all(mallopt(param, value) for param, value in
               ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  if _kept:
+    log.info("host memory: glibc keeps freed memory for reuse by the next step (%s=0 turns this off)", _ENV)
   return _kept
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                                reason="the setting applies to glibc only")
+from recjax import host_memory
+
+pytestmark = pytest.mark.skipif(not host_memory.on_glibc(), reason="the setting applies to glibc only")
 
 _CHILD = r"""
 import ctypes, json, sys
