@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from recjax.rerank import native
 
 __all__ = ["greedy_map", "greedy_map_window", "greedy_map_lowrank", "dpp_kernel"]
 
@@ -190,23 +193,67 @@ def _place_on_mesh(mesh, r, *arrays):
   return tuple(jax.device_put(a, sharding) for a in arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk", "mesh"))
-def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block, chunk, mesh=None):
+_EPS_MODES = {"absolute": 0, "relative": 1}
+_STOP_RULES = {"epsilon": 0, "gain_lt_one": 1}
+
+
+def _greedy_native(L, k, eps, mask, eps_mode, stop_rule):
+  """Algorithm 1 by the native CPU kernel (recjax/rerank/native/greedy_map.cc): L [..., M, M] ->
+  (indices [..., k] int32, valid [..., k] bool), the same semantics as `_greedy_chunk`."""
+  batch = L.shape[:-2]
+  out = (jax.ShapeDtypeStruct(batch + (k,), jnp.int32), jax.ShapeDtypeStruct(batch + (k,), jnp.bool_))
+  call = jax.ffi.ffi_call(native.GREEDY_MAP_TARGET, out, vmap_method="broadcast_all")
+  eps = jnp.broadcast_to(jnp.asarray(eps, L.dtype), batch)
+  return call(L, mask, eps, eps_mode=np.int32(_EPS_MODES[eps_mode]), stop_rule=np.int32(_STOP_RULES[stop_rule]))
+
+
+def _greedy_xla(L, k, eps, mask, eps_mode, stop_rule, block, chunk):
+  """Algorithm 1 in XLA ops: requests [R, M, M] in chunks through `_greedy_chunk`."""
+  def one_chunk(base, size):
+    reqs = base + jnp.arange(size)
+    diag = L[reqs[:, None], jnp.arange(L.shape[-1])[None], jnp.arange(L.shape[-1])[None]]
+    row_fn = lambda j: L[reqs, j]  # gathered from the full kernel: no copy of the chunk
+    msk = lax.dynamic_slice_in_dim(mask, base, size, 0)
+    return _greedy_chunk(row_fn, diag, msk, k, eps, eps_mode, stop_rule, block)
+  return _run_chunks(one_chunk, L.shape[0], k, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk", "mesh", "impl"))
+def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block, chunk, mesh=None, impl="xla"):
   def local(L, mask):
-    def one_chunk(base, size):
-      reqs = base + jnp.arange(size)
-      diag = L[reqs[:, None], jnp.arange(L.shape[-1])[None], jnp.arange(L.shape[-1])[None]]
-      row_fn = lambda j: L[reqs, j]  # gathered from the full kernel: no copy of the chunk
-      msk = lax.dynamic_slice_in_dim(mask, base, size, 0)
-      return _greedy_chunk(row_fn, diag, msk, k, eps, eps_mode, stop_rule, block)
-    return _run_chunks(one_chunk, L.shape[0], k, chunk)
+    if impl == "native":
+      return _greedy_native(L, k, eps, mask, eps_mode, stop_rule)
+    return _greedy_xla(L, k, eps, mask, eps_mode, stop_rule, block, chunk)
   if L.ndim == 2:
     i, v = local(L[None], mask[None])
     return i[0], v[0]
   return _over_mesh(local, mesh, 2, L, mask)
 
 
-def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", stop_rule="epsilon", mesh=None):
+def _resolve_impl(impl):
+  """"auto" -> "native" when JAX's default backend is the CPU and the native kernel builds, else "xla";
+  "native" requires the kernel."""
+  if impl not in ("auto", "native", "xla"):
+    raise ValueError(f"impl must be 'auto', 'native' or 'xla', got {impl!r}")
+  if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
+    return "xla"
+  why = native.reason()
+  if why is None:
+    return "native"
+  if impl == "native":
+    raise RuntimeError(f"impl='native' but the native greedy_map kernel is unavailable: {why}")
+  _warn_native_once(why)
+  return "xla"
+
+
+@functools.cache
+def _warn_native_once(why):
+  warnings.warn(f"recjax: using the XLA greedy_map on CPU (slower); the native kernel is unavailable: {why}",
+                RuntimeWarning, stacklevel=3)
+
+
+def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", stop_rule="epsilon", mesh=None,
+               impl="auto"):
   """Greedy MAP for a DPP by incremental Cholesky (the paper's Algorithm 1).
 
   At each step picks argmax_i d_i², d_i² = det(L_{Y∪{i}}) / det(L_Y), among unselected candidates.
@@ -222,18 +269,25 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
     mesh: optional `jax.sharding.Mesh`; batched requests are split over all its devices (shard_map on the
       request axis, R divisible by mesh.size). On a CPU host started with
       `--xla_force_host_platform_device_count=<cores>` this runs one request stream per core [our choice].
+    impl: "auto" (default): when JAX's default backend is the CPU, the native kernel
+      `recjax/rerank/native/greedy_map.cc` (XLA FFI, compiled on first use; see `recjax.rerank.native`),
+      else XLA ops; falls back to XLA ops with one warning when the native kernel cannot be built. "native" requires the native kernel, "xla" uses
+      XLA ops on every platform. Both give the same picks up to float rounding [our choice].
 
   Returns:
     (indices [..., k] int32, valid [..., k] bool); see the module docstring. A rank-r kernel gives at
     most r valid picks (in float64; in float32 use eps_mode="relative", eps≈1e-6).
 
-  Cost: O(k²·M) time per request (step t reads the t Cholesky rows written so far, rounded up to a
-    block of 8), O(k·M) memory per request. Requests run in chunks of 8 through all k steps so a chunk's
-    rows stay cache-resident; only the selected rows of L and its diagonal are read.
+  Cost: O(k²·M) time per request (step t reads the t Cholesky rows written so far), O(k·M) memory per
+    request; only the selected rows of L and its diagonal are read. Native kernel: one request per
+    thread of XLA's intra-op pool, its Cholesky rows in that core's L2 cache, the projection, d² update
+    and argmax fused into one pass over the items per step. XLA ops: requests in chunks of 8 through all
+    k steps, rows in blocks of 8.
 
   Raises:
     ValueError: if L is not [M, M] / [R, M, M] square, k is not an int in [1, M], the mask shape or dtype
-      is wrong, eps_mode / stop_rule is unknown, or R is not divisible by the mesh size.
+      is wrong, eps_mode / stop_rule / impl is unknown, or R is not divisible by the mesh size.
+    RuntimeError: if impl="native" and the native kernel cannot be built (the message says why).
 
   Source: Chen, Zhang & Zhou (NeurIPS 2018), Algorithm 1; stop rule and masking as the official
     `fast-map-dpp` `dpp()`.
@@ -245,8 +299,9 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
   _check_k(k, m)
   _check_eps(eps_mode, stop_rule)
   mask = _prep_mask(candidate_mask, L.shape[:-2], m)
+  impl = _resolve_impl(impl)
   L, mask = _place_on_mesh(mesh, L.shape[0] if L.ndim == 3 else None, L, mask)
-  return _greedy_map_jit(L, int(k), eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh)
+  return _greedy_map_jit(L, int(k), eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh, impl)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "eps_mode", "stop_rule", "block", "chunk", "mesh"))

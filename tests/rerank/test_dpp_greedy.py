@@ -4,14 +4,28 @@ The oracle is written here from the definition (spec §2-§3): at every step, pi
 candidates of det(L_{W∪{i}}) / det(L_W) computed with numpy.linalg.slogdet, where W is the whole selection
 (Algorithm 1) or its last `window − 1` picks (Algorithm 2); stop when the best gain < eps (the first pick is
 accepted unchecked).
+
+Every test runs twice, once per greedy_map implementation (the native CPU kernel and XLA ops).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recjax.rerank.dpp import dpp_kernel, greedy_map, greedy_map_lowrank, greedy_map_window
+from recjax.rerank import dpp
+from recjax.rerank.dpp import dpp_kernel, greedy_map_lowrank, greedy_map_window
+
+greedy_map = dpp.greedy_map  # replaced per test by the `impl` fixture below
+
+
+@pytest.fixture(autouse=True, params=["native", "xla"])
+def impl(request, monkeypatch):
+  """Runs the test with `greedy_map` bound to one implementation."""
+  monkeypatch.setitem(globals(), "greedy_map", functools.partial(dpp.greedy_map, impl=request.param))
+  return request.param
 
 
 @pytest.fixture
@@ -276,7 +290,7 @@ mask = rng.random((r, m)) < 0.9
 mesh = jax.make_mesh((8,), ("requests",))
 out = {}
 for name, kw in (("one", {}), ("mesh", {"mesh": mesh})):
-  i, v = greedy_map(jnp.asarray(L), k, candidate_mask=jnp.asarray(mask), **kw)
+  i, v = greedy_map(jnp.asarray(L), k, candidate_mask=jnp.asarray(mask), impl=sys.argv[1], **kw)
   li, lv = greedy_map_lowrank(jnp.asarray(f), jnp.asarray(q), k, candidate_mask=jnp.asarray(mask), **kw)
   out[name] = [np.asarray(a).tolist() for a in (i, v, li, lv)]
 try:
@@ -289,9 +303,9 @@ print(json.dumps(out))
 """
 
 
-def test_mesh_sharded_requests_match_single_device(run_json_on_cpu_devices):
+def test_mesh_sharded_requests_match_single_device(run_json_on_cpu_devices, impl):
   """Requests split over 8 simulated CPU devices (shard_map) give the same picks as one device."""
-  out = run_json_on_cpu_devices(["-c", MESH_SCRIPT], devices=8)
+  out = run_json_on_cpu_devices(["-c", MESH_SCRIPT, impl], devices=8)
   assert out["devices"] == 8
   assert out["mesh"] == out["one"]
   assert sum(map(sum, out["one"][1])) > 24 * 6  # most requests fill several valid picks

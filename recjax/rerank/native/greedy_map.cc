@@ -1,0 +1,270 @@
+// Algorithm 1 of Chen, Zhang & Zhou (NeurIPS 2018), fast greedy MAP inference for a DPP, as an XLA FFI
+// kernel for the CPU. Same semantics as the XLA path of recjax.rerank.dpp.greedy_map (see its module
+// docstring): ties go to the lowest index, d^2 is clamped at 0, selected and masked items are held at -inf,
+// the first pick skips the epsilon check, and steps after the first failed check are -1 / false.
+//
+// Layout (our choice): the Cholesky rows of a request are stored item-block-major, element (r, i) at
+// c[(i / kBlock) * pitch + r * kBlock + i % kBlock] with pitch = (k - 1) * kBlock, so the projection of one
+// block of kBlock items at step t reads one contiguous t * kBlock run (hardware prefetch friendly) into
+// kBlock / lanes vector accumulators that stay in registers. The d^2 update, the masking and the block's
+// max are fused into the same pass. Requests are spread over XLA's intra-op thread pool, one request per
+// task at a time, so a request's rows stay in that core's L2 cache.
+//
+// Inputs: L [B..., M, M] f32/f64, mask [B..., M] pred, eps [B...] (dtype of L).
+// Attributes: eps_mode (0 absolute, 1 relative), stop_rule (0 epsilon, 1 gain_lt_one).
+// Outputs: indices [B..., k] s32, valid [B..., k] pred.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <type_traits>
+#include <cstdlib>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Native vector width and register budget: kVecs accumulators of kBytes each hold one block of items in
+// registers during the projection (AVX-512 and AArch64 have 32 vector registers, AVX2 and SSE 16).
+#if defined(__AVX512F__)
+constexpr int kBytes = 64, kVecs = 16;
+#elif defined(__AVX__)
+constexpr int kBytes = 32, kVecs = 8;
+#elif defined(__aarch64__)
+constexpr int kBytes = 16, kVecs = 16;
+#else
+constexpr int kBytes = 16, kVecs = 8;
+#endif
+
+template <typename T>
+struct Vec {
+  typedef T V __attribute__((vector_size(kBytes)));
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> Int;
+  typedef Int I __attribute__((vector_size(kBytes)));  // lane-matched integers (item indices)
+  static constexpr int kLanes = kBytes / sizeof(T);
+  static constexpr int64_t kBlock = kVecs * kLanes;  // items per block (256 floats with AVX-512)
+  static V Load(const T* p) { V x; std::memcpy(&x, p, sizeof(V)); return x; }
+  static void Store(T* p, V x) { std::memcpy(p, &x, sizeof(V)); }
+  static V Splat(T a) { return V{} + a; }  // one broadcast (a per-lane loop compiles to 16 masked ones)
+  static I Iota() { I x; for (int l = 0; l < kLanes; ++l) x[l] = l; return x; }
+};
+
+// Zero-filled, cache-line-aligned array (vector loads must not straddle two lines).
+template <typename T>
+struct Aligned {
+  explicit Aligned(int64_t n) {
+    const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
+    p.reset(static_cast<T*>(std::aligned_alloc(64, std::max<size_t>(bytes, 64))));
+    if (p) std::memset(p.get(), 0, bytes);
+  }
+  T* data() const { return p.get(); }
+  struct Free { void operator()(T* q) const { std::free(q); } };
+  std::unique_ptr<T, Free> p;
+};
+
+// Scratch for one request: Cholesky rows c (layout above), d^2, the mask as 0/1, the pick's column of c
+// and a zero-padded copy of a kernel row's last block.
+template <typename T>
+struct Scratch {
+  static constexpr int64_t kBlock = Vec<T>::kBlock;
+  Scratch(int64_t m, int64_t k)
+      : mp((m + kBlock - 1) / kBlock * kBlock), pitch(std::max<int64_t>(k - 1, 1) * kBlock),
+        c(mp / kBlock * pitch), d2(mp), mf(mp), cj(k), lt(kBlock) {}
+  bool ok() const { return c.data() && d2.data() && mf.data() && cj.data() && lt.data(); }
+  int64_t mp, pitch;
+  Aligned<T> c, d2, mf, cj, lt;
+};
+
+template <typename T>
+void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_t eps_mode,
+               int32_t stop_rule, int32_t* idx, bool* valid, Scratch<T>& s) {
+  using VT = Vec<T>;
+  using V = typename VT::V;
+  constexpr int64_t kBlock = VT::kBlock;
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  const T tiny = std::numeric_limits<T>::min();
+  const int64_t mp = s.mp, pitch = s.pitch;
+  T *c = s.c.data(), *d2 = s.d2.data(), *mf = s.mf.data(), *cj = s.cj.data(), *lt = s.lt.data();
+  constexpr int64_t kAhead = 16;  // diagonal prefetch distance (one cache line per item)
+  for (int64_t i = 0; i < std::min(m, kAhead); ++i) __builtin_prefetch(L + i * m + i);
+  T dmax = neg_inf;
+  for (int64_t i = 0; i < mp; ++i) {
+    if (i + kAhead < m) __builtin_prefetch(L + (i + kAhead) * (m + 1));
+    const bool in = i < m && mask[i];
+    mf[i] = in ? T(1) : T(0);
+    d2[i] = in ? L[i * m + i] : neg_inf;
+    dmax = std::max(dmax, d2[i]);
+  }
+  const T thresh = stop_rule == 1 ? T(1) : (eps_mode == 1 ? eps * std::max(dmax, T(0)) : eps);
+  int64_t j = 0;
+  T gain = neg_inf;
+  for (int64_t i = 0; i < m; ++i)
+    if (d2[i] > gain) { gain = d2[i]; j = i; }
+  for (int64_t t = 0; t < k; ++t) { idx[t] = -1; valid[t] = false; }
+  if (!(stop_rule == 1 ? gain >= thresh : gain > neg_inf)) return;
+  idx[0] = static_cast<int32_t>(j);
+  valid[0] = true;
+  const V vninf = VT::Splat(neg_inf), vzero = VT::Splat(T(0));
+  for (int64_t t = 0; t + 1 < k; ++t) {
+    // Step t: write Cholesky row t for pick j, update d^2, then pick for step t + 1.
+    const T* lj = L + j * m;
+    for (int64_t i = 0; i < m; i += 64 / sizeof(T)) __builtin_prefetch(lj + i);
+    const V vinv = VT::Splat(T(1) / std::sqrt(std::max(gain, tiny)));
+    const T* cjb = c + (j / kBlock) * pitch + j % kBlock;
+    for (int64_t r = 0; r < t; ++r) cj[r] = cjb[r * kBlock];
+    d2[j] = neg_inf;
+    // Running per-lane max of the new d^2 and the first item index attaining it (strict >, items in
+    // ascending order), reduced across lanes once per step: the argmax with ties to the lowest index.
+    V best = vninf;
+    typename VT::I best_i = VT::Iota() + static_cast<typename VT::Int>(mp);
+    const int64_t nb = mp / kBlock;
+    for (int64_t b = 0; b < nb; ++b) {
+      // Alternate the block order between steps, so the block written last (still in L1) is read first.
+      const int64_t i0 = (t & 1 ? nb - 1 - b : b) * kBlock;
+      T* cb = c + (i0 / kBlock) * pitch;
+      V acc[kVecs];
+      for (int v = 0; v < kVecs; ++v) acc[v] = vzero;
+      for (int64_t r = 0; r < t; ++r) {
+        const V a = VT::Splat(cj[r]);
+        const T* cr = cb + r * kBlock;
+        for (int v = 0; v < kVecs; ++v) acc[v] += a * VT::Load(cr + v * VT::kLanes);
+      }
+      const T* lrow = lj + i0;
+      if (i0 + kBlock > m) {  // last, partial block: read the kernel row through a zero-padded copy
+        std::fill(lt, lt + kBlock, T(0));
+        std::copy(lj + i0, lj + m, lt);
+        lrow = lt;
+      }
+      typename VT::I lane_i = VT::Iota() + static_cast<typename VT::Int>(i0);
+      for (int v = 0; v < kVecs; ++v) {
+        const int64_t o = i0 + v * VT::kLanes;
+        V e = (VT::Load(lrow + v * VT::kLanes) - acc[v]) * vinv;
+        e = VT::Load(mf + o) != vzero ? e : vzero;
+        VT::Store(cb + t * kBlock + v * VT::kLanes, e);
+        const V d = VT::Load(d2 + o);
+        V nd = d - e * e;
+        nd = nd > vzero ? nd : vzero;
+        nd = d > vninf ? nd : vninf;
+        VT::Store(d2 + o, nd);
+        // Per-lane running argmax, ties to the lower index whatever the block order.
+        const auto up = (nd > best) | ((nd == best) & (lane_i < best_i));
+        best = up ? nd : best;
+        best_i = up ? lane_i : best_i;
+        lane_i += VT::kLanes;
+      }
+    }
+    T gmax = best[0];
+    for (int l = 1; l < VT::kLanes; ++l) gmax = std::max(gmax, best[l]);
+    int64_t bi = mp;
+    for (int l = 0; l < VT::kLanes; ++l)
+      if (best[l] == gmax) bi = std::min<int64_t>(bi, best_i[l]);
+    if (bi >= mp) bi = 0;  // all items -inf (the step fails below); index 0 as on the XLA path
+    j = bi;
+    gain = gmax;
+    if (!(gain >= thresh)) return;
+    idx[t + 1] = static_cast<int32_t>(j);
+    valid[t + 1] = true;
+  }
+}
+
+// Requests are claimed one at a time from `next` by the workers, each with its own scratch slot. The
+// state is held by shared_ptr, so a task that starts after all requests are done touches nothing the
+// caller has released.
+template <typename T>
+struct Progress {
+  std::atomic<int64_t> next{0}, slot{0}, started{0}, finished{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Scratch<T>> scratch;
+};
+
+template <typename T>
+ffi::Error Run(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> mask, ffi::AnyBuffer eps,
+               int32_t eps_mode, int32_t stop_rule, ffi::Result<ffi::Buffer<ffi::S32>> idx,
+               ffi::Result<ffi::Buffer<ffi::PRED>> valid) {
+  const auto dims = L.dimensions();
+  const int64_t rank = static_cast<int64_t>(dims.size());
+  if (rank < 2 || dims[rank - 1] != dims[rank - 2])
+    return ffi::Error::InvalidArgument("recjax greedy_map: L must be [..., M, M]");
+  const int64_t m = dims[rank - 1];
+  const int64_t r = m == 0 ? 0 : static_cast<int64_t>(L.element_count()) / (m * m);
+  const auto idims = idx->dimensions();
+  const int64_t k = idims.size() ? idims[idims.size() - 1] : 0;
+  if (m == 0 || m > std::numeric_limits<int32_t>::max() || k < 1 || k > m ||
+      static_cast<int64_t>(mask.element_count()) != r * m || static_cast<int64_t>(eps.element_count()) != r ||
+      static_cast<int64_t>(idx->element_count()) != r * k)
+    return ffi::Error::InvalidArgument("recjax greedy_map: inconsistent shapes");
+  if (r == 0) return ffi::Error::Success();
+  const T* l = L.typed_data<T>();
+  const bool* msk = mask.typed_data();
+  const T* ep = eps.typed_data<T>();
+  int32_t* out_i = idx->typed_data();
+  bool* out_v = valid->typed_data();
+  const int64_t tasks = std::min<int64_t>(pool.num_threads(), r);
+  auto progress = std::make_shared<Progress<T>>();
+  for (int64_t w = 0; w < tasks + 1; ++w) {  // one slot per pool task and one for this thread
+    progress->scratch.emplace_back(m, k);
+    if (!progress->scratch.back().ok())
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted, "recjax greedy_map: out of memory for scratch");
+  }
+  auto work = [=]() {
+    Scratch<T>& scratch = progress->scratch[progress->slot.fetch_add(1)];
+    progress->started.fetch_add(1);
+    for (int64_t q = progress->next.fetch_add(1); q < r; q = progress->next.fetch_add(1)) {
+      GreedyOne<T>(l + q * m * m, msk + q * m, m, k, ep[q], eps_mode, stop_rule, out_i + q * k, out_v + q * k,
+                   scratch);
+      if (progress->finished.fetch_add(1) + 1 == r) {
+        std::lock_guard<std::mutex> lock(progress->mu);
+        progress->cv.notify_all();
+      }
+    }
+  };
+  // One task per pool thread while this thread sleeps: measured faster than this thread taking a share
+  // (XLA's idle pool threads spin and compete with it on a 2-core host). If no task has started after
+  // 2 ms (this thread may be the pool's only thread), this thread works through the requests itself.
+  for (int64_t h = 0; h < tasks; ++h) pool.Schedule(decltype(work)(work));
+  std::unique_lock<std::mutex> lock(progress->mu);
+  if (tasks == 0 || !progress->cv.wait_for(lock, std::chrono::milliseconds(2),
+                                           [&] { return progress->started.load() > 0; })) {
+    lock.unlock();
+    work();
+    lock.lock();
+  }
+  progress->cv.wait(lock, [&] { return progress->finished.load() == r; });
+  return ffi::Error::Success();
+}
+
+ffi::Error GreedyMap(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> mask, ffi::AnyBuffer eps,
+                     int32_t eps_mode, int32_t stop_rule, ffi::Result<ffi::Buffer<ffi::S32>> idx,
+                     ffi::Result<ffi::Buffer<ffi::PRED>> valid) {
+  if (eps.element_type() != L.element_type())
+    return ffi::Error::InvalidArgument("recjax greedy_map: eps must have the dtype of L");
+  if (L.element_type() == ffi::DataType::F32)
+    return Run<float>(pool, L, mask, eps, eps_mode, stop_rule, idx, valid);
+  if (L.element_type() == ffi::DataType::F64)
+    return Run<double>(pool, L, mask, eps, eps_mode, stop_rule, idx, valid);
+  return ffi::Error::InvalidArgument("recjax greedy_map: L must be float32 or float64");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RecjaxGreedyMap, GreedyMap,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("eps_mode")
+                                  .Attr<int32_t>("stop_rule")
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::PRED>>());
