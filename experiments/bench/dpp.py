@@ -8,11 +8,14 @@ naive greedy (one slogdet per candidate per step) for small M.
   python experiments/bench/dpp.py --preset scaling     # time vs k and vs M (O(k^2 M))
   python experiments/bench/dpp.py --preset grid        # R x M x k x window grid + low-rank + naive
   python experiments/bench/dpp.py --R 64 --M 500 --k 20 --window 10   # one case
-  python experiments/bench/dpp.py --preset target --devices 1          # one XLA CPU device (intra-op threads)
+  python experiments/bench/dpp.py --preset target --impl xla           # the XLA-ops implementation
 
-By default the process starts one XLA CPU device per core (`--xla_force_host_platform_device_count`) and
-splits the requests over them with `greedy_map(..., mesh=...)`: each core then runs its own chunks of
-requests with their Cholesky rows in its own L2 cache. `--devices 1` gives the single-device figure.
+`--impl` picks the greedy_map implementation: `auto` (default) is the native CPU kernel
+(recjax/rerank/native/greedy_map.cc, through XLA's FFI; it spreads requests over XLA's intra-op threads),
+`xla` the XLA-ops one. With `--impl xla` the process starts one XLA CPU device per core
+(`--xla_force_host_platform_device_count`) and splits the requests over them with `greedy_map(...,
+mesh=...)`, so each core runs its own chunks of requests with their Cholesky rows in its own L2 cache;
+otherwise it starts one device. `--devices N` overrides either.
 
 Kernels: L_r = diag(q_r) P_r S P_rᵀ diag(q_r), with S = F Fᵀ of D = min(M, 1000) unit Gaussian features
 (rank >= k, so no early stop), P_r a random permutation and q_r = exp(0.01·N(0,1) + 0.2) (spec §9).
@@ -31,14 +34,25 @@ import sys
 import time
 
 
-def _devices_from_argv(argv) -> int:
-  """--devices N (default: the number of cores). Read before jax is imported: XLA reads the flag once."""
+def _flag_from_argv(argv, name):
   for i, a in enumerate(argv):
-    if a == "--devices" and i + 1 < len(argv):
-      return int(argv[i + 1])
-    if a.startswith("--devices="):
-      return int(a.split("=", 1)[1])
-  return os.cpu_count() or 1
+    if a == name and i + 1 < len(argv):
+      return argv[i + 1]
+    if a.startswith(name + "="):
+      return a.split("=", 1)[1]
+  return None
+
+
+def _default_devices(argv) -> int:
+  """One XLA CPU device per core for the XLA implementation (each runs its own request stream), one for
+  the native kernel (it spreads requests over the intra-op threads itself)."""
+  return (os.cpu_count() or 1) if _flag_from_argv(argv, "--impl") == "xla" else 1
+
+
+def _devices_from_argv(argv) -> int:
+  """--devices N (default: `_default_devices`). Read before jax is imported: XLA reads the flag once."""
+  n = _flag_from_argv(argv, "--devices")
+  return int(n) if n is not None else _default_devices(argv)
 
 
 if __name__ == "__main__" and "jax" not in sys.modules:
@@ -49,6 +63,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from recjax.rerank import native  # noqa: E402
 from recjax.rerank.dpp import greedy_map, greedy_map_lowrank, greedy_map_window  # noqa: E402
 
 MAX_KERNEL_BYTES = 3 * 2**30  # skip batched full-kernel cases that do not fit comfortably in RAM
@@ -153,11 +168,13 @@ def _mesh_for(r):
   return jax.make_mesh((n,), ("requests",))
 
 
-def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
+def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None, impl="auto"):
   mesh = _mesh_for(r)
   rec = dict(bench="dpp_greedy", R=r, M=m, k=k, window=window, dtype="float32",
              device=jax.devices()[0].platform, devices_used=mesh.size if mesh else 1, jax=jax.__version__,
              cpu=platform.processor() or platform.machine())
+  if lowrank_d is None and window is None:  # the only case with a native kernel
+    rec["impl"] = _impl_used(impl)
   if lowrank_d is not None:
     rng = np.random.default_rng(1)
     f = rng.normal(size=(r, m, lowrank_d)).astype(np.float32)
@@ -180,7 +197,7 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
     if window is None:
       if mesh is not None:  # place once, outside the timed calls
         Lj = jax.device_put(Lj, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("requests")))
-      jfn = lambda: greedy_map(Lj, k, mesh=mesh)  # noqa: E731
+      jfn = lambda: greedy_map(Lj, k, mesh=mesh, impl=impl)  # noqa: E731
       np_one = lambda i: numpy_greedy(L[i], k)  # noqa: E731
     else:
       jfn = lambda: greedy_map_window(Lj, k, window)  # noqa: E731
@@ -211,14 +228,21 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None):
   return rec
 
 
-def run_naive(m, k, reps):
+def _impl_used(impl):
+  """The greedy_map implementation `impl` resolves to here (see greedy_map's docstring)."""
+  if impl == "auto":
+    return "native" if jax.default_backend() == "cpu" and native.available() else "xla"
+  return impl
+
+
+def run_naive(m, k, reps, impl="auto"):
   L = make_kernels(1, m, dtype=np.float64)[0]
   t_naive = min(_timeit(lambda: naive_greedy(L, k)) for _ in range(reps))
   t_fast = min(_timeit(lambda: numpy_greedy(L, k)) for _ in range(reps))
   Lj = jnp.asarray(L, jnp.float32)
-  jax.block_until_ready(greedy_map(Lj, k))
-  t_jax = min(_timeit(lambda: jax.block_until_ready(greedy_map(Lj, k))) for _ in range(reps))
-  rec = dict(bench="dpp_naive", R=1, M=m, k=k, naive_ms=round(t_naive * 1e3, 2),
+  jax.block_until_ready(greedy_map(Lj, k, impl=impl))
+  t_jax = min(_timeit(lambda: jax.block_until_ready(greedy_map(Lj, k, impl=impl))) for _ in range(reps))
+  rec = dict(bench="dpp_naive", R=1, M=m, k=k, impl=_impl_used(impl), naive_ms=round(t_naive * 1e3, 2),
              numpy_alg1_ms=round(t_fast * 1e3, 3), jax_alg1_ms=round(t_jax * 1e3, 3),
              alg1_speedup_vs_naive=round(t_naive / t_fast, 1),
              same_picks=naive_greedy(L, k) == numpy_greedy(L, k))
@@ -236,8 +260,11 @@ def main(argv=None):
   p.add_argument("--lowrank_d", type=int, default=None, help="run the low-rank form with this D")
   p.add_argument("--reps", type=int, default=3)
   p.add_argument("--np_requests", type=int, default=32, help="requests timed in the NumPy loop (cap)")
-  p.add_argument("--devices", type=int, default=os.cpu_count() or 1,
-                 help="XLA CPU devices to split requests over (read before jax starts; default: cores)")
+  p.add_argument("--impl", choices=["auto", "native", "xla"], default="auto",
+                 help="greedy_map implementation (auto: the native CPU kernel when it builds)")
+  p.add_argument("--devices", type=int, default=_default_devices(sys.argv[1:] if argv is None else argv),
+                 help="XLA CPU devices to split requests over (read before jax starts; default: 1, or the "
+                      "number of cores with --impl xla)")
   a = p.parse_args(argv)
   copy_gbs = copy_bandwidth()
   print(json.dumps(dict(bench="copy_bandwidth", bytes=256 * 2**20, gbytes_per_s=round(copy_gbs, 2))), flush=True)
@@ -257,14 +284,14 @@ def main(argv=None):
     cases = [(r, m, k, w) for r in (a.R or [256]) for m in (a.M or [1000]) for k in (a.k or [50])
              for w in wins]
   for r, m, k, w in cases:
-    run_case(r, m, k, w, a.reps, a.np_requests, copy_gbs, lowrank_d=a.lowrank_d)
+    run_case(r, m, k, w, a.reps, a.np_requests, copy_gbs, lowrank_d=a.lowrank_d, impl=a.impl)
   if a.preset == "grid":
     for r in (1, 64, 256):
       for k in (20, 100):
         run_case(r, 6000, k, None, a.reps, min(a.np_requests, 4), copy_gbs, lowrank_d=64)
   if a.preset in ("grid", "naive"):
     for m in (50, 100, 200):
-      run_naive(m, 10, max(1, a.reps - 1))
+      run_naive(m, 10, max(1, a.reps - 1), impl=a.impl)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 // Layout (our choice): the Cholesky rows of a request are stored item-block-major, element (r, i) at
 // c[(i / kBlock) * pitch + r * kBlock + i % kBlock] with pitch = (k - 1) * kBlock, so the projection of one
 // block of kBlock items at step t reads one contiguous t * kBlock run (hardware prefetch friendly) into
-// kBlock / lanes vector accumulators that stay in registers. The d^2 update, the masking and the block's
-// max are fused into the same pass. Requests are spread over XLA's intra-op thread pool, one request per
-// task at a time, so a request's rows stay in that core's L2 cache.
+// kBlock / lanes vector accumulators that stay in registers. The d^2 update, the masking and the argmax
+// are fused into the same pass. The calling thread and one task per other thread of XLA's intra-op pool
+// claim requests one at a time, so a request's rows stay in one core's L2 cache; scratch memory is
+// pooled across calls.
 //
 // Inputs: L [B..., M, M] f32/f64, mask [B..., M] pred, eps [B...] (dtype of L).
 // Attributes: eps_mode (0 absolute, 1 relative), stop_rule (0 epsilon, 1 gain_lt_one).
@@ -16,16 +17,15 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <type_traits>
-#include <cstdlib>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -59,30 +59,67 @@ struct Vec {
   static I Iota() { I x; for (int l = 0; l < kLanes; ++l) x[l] = l; return x; }
 };
 
-// Zero-filled, cache-line-aligned array (vector loads must not straddle two lines).
+// Cache-line-aligned array (vector loads must not straddle two lines), grown on demand and never shrunk.
 template <typename T>
 struct Aligned {
-  explicit Aligned(int64_t n) {
+  bool Reserve(int64_t n) {
+    if (n <= size) return true;
     const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
-    p.reset(static_cast<T*>(std::aligned_alloc(64, std::max<size_t>(bytes, 64))));
-    if (p) std::memset(p.get(), 0, bytes);
+    p.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    size = p ? n : 0;
+    return p != nullptr;
   }
   T* data() const { return p.get(); }
   struct Free { void operator()(T* q) const { std::free(q); } };
   std::unique_ptr<T, Free> p;
+  int64_t size = 0;
 };
 
-// Scratch for one request: Cholesky rows c (layout above), d^2, the mask as 0/1, the pick's column of c
-// and a zero-padded copy of a kernel row's last block.
+// Scratch for one request at a time: Cholesky rows c (layout above), d^2, the mask as 0/1, the pick's
+// column of c and a zero-padded copy of a kernel row's last block. Every element a request reads it has
+// written first, so a scratch is reused across requests and calls without clearing.
 template <typename T>
 struct Scratch {
   static constexpr int64_t kBlock = Vec<T>::kBlock;
-  Scratch(int64_t m, int64_t k)
-      : mp((m + kBlock - 1) / kBlock * kBlock), pitch(std::max<int64_t>(k - 1, 1) * kBlock),
-        c(mp / kBlock * pitch), d2(mp), mf(mp), cj(k), lt(kBlock) {}
-  bool ok() const { return c.data() && d2.data() && mf.data() && cj.data() && lt.data(); }
-  int64_t mp, pitch;
+  bool Reset(int64_t m, int64_t k) {
+    mp = (m + kBlock - 1) / kBlock * kBlock;
+    pitch = std::max<int64_t>(k - 1, 1) * kBlock;
+    return c.Reserve(mp / kBlock * pitch) && d2.Reserve(mp) && mf.Reserve(mp) && cj.Reserve(k) &&
+           lt.Reserve(kBlock);
+  }
+  int64_t mp = 0, pitch = 0;
   Aligned<T> c, d2, mf, cj, lt;
+};
+
+// Scratches kept between calls, so a call does not allocate (and page-fault) fresh memory.
+template <typename T>
+class ScratchPool {
+ public:
+  static ScratchPool& Get() {
+    static ScratchPool* pool = new ScratchPool;  // never destroyed: pool tasks may outlive static teardown
+    return *pool;
+  }
+  std::unique_ptr<Scratch<T>> Take(int64_t m, int64_t k) {
+    std::unique_ptr<Scratch<T>> s;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        s = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (!s) s = std::make_unique<Scratch<T>>();
+    return s->Reset(m, k) ? std::move(s) : nullptr;
+  }
+  void Return(std::unique_ptr<Scratch<T>> s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < kMaxKept) free_.push_back(std::move(s));
+  }
+
+ private:
+  static constexpr size_t kMaxKept = 64;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Scratch<T>>> free_;
 };
 
 template <typename T>
@@ -95,7 +132,7 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
   const T tiny = std::numeric_limits<T>::min();
   const int64_t mp = s.mp, pitch = s.pitch;
   T *c = s.c.data(), *d2 = s.d2.data(), *mf = s.mf.data(), *cj = s.cj.data(), *lt = s.lt.data();
-  constexpr int64_t kAhead = 16;  // diagonal prefetch distance (one cache line per item)
+  constexpr int64_t kAhead = 64;  // diagonal prefetch distance (one cache line per item; 16 measured slower)
   for (int64_t i = 0; i < std::min(m, kAhead); ++i) __builtin_prefetch(L + i * m + i);
   T dmax = neg_inf;
   for (int64_t i = 0; i < mp; ++i) {
@@ -182,10 +219,14 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
 // caller has released.
 template <typename T>
 struct Progress {
-  std::atomic<int64_t> next{0}, slot{0}, started{0}, finished{0};
+  std::atomic<int64_t> next{0}, slot{0}, finished{0};
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Scratch<T>> scratch;
+  std::vector<std::unique_ptr<Scratch<T>>> scratch;
+  ~Progress() {
+    for (auto& s : scratch)
+      if (s) ScratchPool<T>::Get().Return(std::move(s));
+  }
 };
 
 template <typename T>
@@ -212,14 +253,13 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> ma
   bool* out_v = valid->typed_data();
   const int64_t tasks = std::min<int64_t>(pool.num_threads(), r);
   auto progress = std::make_shared<Progress<T>>();
-  for (int64_t w = 0; w < tasks + 1; ++w) {  // one slot per pool task and one for this thread
-    progress->scratch.emplace_back(m, k);
-    if (!progress->scratch.back().ok())
+  for (int64_t w = 0; w < std::max<int64_t>(tasks, 1); ++w) {  // this thread and tasks - 1 pool tasks
+    progress->scratch.push_back(ScratchPool<T>::Get().Take(m, k));
+    if (!progress->scratch.back())
       return ffi::Error(ffi::ErrorCode::kResourceExhausted, "recjax greedy_map: out of memory for scratch");
   }
   auto work = [=]() {
-    Scratch<T>& scratch = progress->scratch[progress->slot.fetch_add(1)];
-    progress->started.fetch_add(1);
+    Scratch<T>& scratch = *progress->scratch[progress->slot.fetch_add(1)];
     for (int64_t q = progress->next.fetch_add(1); q < r; q = progress->next.fetch_add(1)) {
       GreedyOne<T>(l + q * m * m, msk + q * m, m, k, ep[q], eps_mode, stop_rule, out_i + q * k, out_v + q * k,
                    scratch);
@@ -229,17 +269,11 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> ma
       }
     }
   };
-  // One task per pool thread while this thread sleeps: measured faster than this thread taking a share
-  // (XLA's idle pool threads spin and compete with it on a 2-core host). If no task has started after
-  // 2 ms (this thread may be the pool's only thread), this thread works through the requests itself.
-  for (int64_t h = 0; h < tasks; ++h) pool.Schedule(decltype(work)(work));
+  // This thread works too, with one pool task per other pool thread (XLA's pool threads may be asleep:
+  // waking one costs tens of microseconds, so a small batch is mostly done by this thread).
+  for (int64_t h = 0; h + 1 < tasks; ++h) pool.Schedule(decltype(work)(work));
+  work();
   std::unique_lock<std::mutex> lock(progress->mu);
-  if (tasks == 0 || !progress->cv.wait_for(lock, std::chrono::milliseconds(2),
-                                           [&] { return progress->started.load() > 0; })) {
-    lock.unlock();
-    work();
-    lock.lock();
-  }
   progress->cv.wait(lock, [&] { return progress->finished.load() == r; });
   return ffi::Error::Success();
 }
