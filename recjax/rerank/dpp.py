@@ -271,8 +271,9 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
       `--xla_force_host_platform_device_count=<cores>` this runs one request stream per core [our choice].
     impl: "auto" (default): when JAX's default backend is the CPU, the native kernel
       `recjax/rerank/native/greedy_map.cc` (XLA FFI, compiled on first use; see `recjax.rerank.native`),
-      else XLA ops; falls back to XLA ops with one warning when the native kernel cannot be built. "native" requires the native kernel, "xla" uses
-      XLA ops on every platform. Both give the same picks up to float rounding [our choice].
+      else XLA ops; falls back to XLA ops with one warning when the native kernel cannot be built.
+      "native" requires the native kernel, "xla" uses XLA ops on every platform. Both give the same
+      picks up to float rounding [our choice].
 
   Returns:
     (indices [..., k] int32, valid [..., k] bool); see the module docstring. A rank-r kernel gives at
@@ -288,6 +289,9 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
     ValueError: if L is not [M, M] / [R, M, M] square, k is not an int in [1, M], the mask shape or dtype
       is wrong, eps_mode / stop_rule / impl is unknown, or R is not divisible by the mesh size.
     RuntimeError: if impl="native" and the native kernel cannot be built (the message says why).
+    jax.errors.JaxRuntimeError: native kernel only, when the result is used: L has a NaN or infinity on
+      the diagonal of a candidate or in the row of a pick (the message names the request and item). The
+      XLA path does not check: non-finite kernels give unspecified picks there.
 
   Source: Chen, Zhang & Zhou (NeurIPS 2018), Algorithm 1; stop rule and masking as the official
     `fast-map-dpp` `dpp()`.

@@ -159,3 +159,23 @@ def test_gain_clamped_at_zero():
   i, v = (np.asarray(a) for a in greedy_map(L, 12, eps=0.0, impl="native"))
   assert v.all()
   np.testing.assert_array_equal(i[:, :4], np.asarray(greedy_map(L, 4, impl="xla")[0]))
+
+
+@pytest.mark.parametrize("where", ["diagonal", "row"])
+def test_non_finite_kernel_is_an_error(where):
+  """A NaN or infinity the native kernel reads is an error naming the request and item, not garbage."""
+  rng = np.random.default_rng(2)
+  L = kernels(rng, 3, 40, 10)
+  first = int(np.argmax(np.diagonal(L[1])))
+  if where == "diagonal":
+    L[1, 7, 7] = np.nan
+    match = "diagonal at item 7 of request 1"
+  else:
+    L[1, first, 5] = np.inf  # the first pick's row
+    match = f"row of picked item {first} of request 1"
+  with pytest.raises(Exception, match=match):
+    jax.block_until_ready(greedy_map(jnp.asarray(L), 5, impl="native"))
+  ok = np.array([True] * 40)
+  ok[7 if where == "diagonal" else 5] = False  # a masked item's entries are never used
+  mask = np.broadcast_to(ok, (3, 40))
+  jax.block_until_ready(greedy_map(jnp.asarray(L), 5, candidate_mask=jnp.asarray(mask), impl="native"))

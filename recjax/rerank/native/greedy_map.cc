@@ -25,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -122,9 +123,15 @@ class ScratchPool {
   std::vector<std::unique_ptr<Scratch<T>>> free_;
 };
 
+// A non-finite kernel entry met by a request: on the diagonal (kind 1) or in the row of a pick (kind 2).
+struct BadEntry {
+  int kind = 0;  // 0: none
+  int64_t item = 0;
+};
+
 template <typename T>
-void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_t eps_mode,
-               int32_t stop_rule, int32_t* idx, bool* valid, Scratch<T>& s) {
+BadEntry GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_t eps_mode,
+                   int32_t stop_rule, int32_t* idx, bool* valid, Scratch<T>& s) {
   using VT = Vec<T>;
   using V = typename VT::V;
   constexpr int64_t kBlock = VT::kBlock;
@@ -140,6 +147,7 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
     const bool in = i < m && mask[i];
     mf[i] = in ? T(1) : T(0);
     d2[i] = in ? L[i * m + i] : neg_inf;
+    if (in && !std::isfinite(d2[i])) return {1, i};
     dmax = std::max(dmax, d2[i]);
   }
   const T thresh = stop_rule == 1 ? T(1) : (eps_mode == 1 ? eps * std::max(dmax, T(0)) : eps);
@@ -148,7 +156,7 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
   for (int64_t i = 0; i < m; ++i)
     if (d2[i] > gain) { gain = d2[i]; j = i; }
   for (int64_t t = 0; t < k; ++t) { idx[t] = -1; valid[t] = false; }
-  if (!(stop_rule == 1 ? gain >= thresh : gain > neg_inf)) return;
+  if (!(stop_rule == 1 ? gain >= thresh : gain > neg_inf)) return {};
   idx[0] = static_cast<int32_t>(j);
   valid[0] = true;
   const V vninf = VT::Splat(neg_inf), vzero = VT::Splat(T(0));
@@ -163,6 +171,7 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
     // Running per-lane max of the new d^2 and the first item index attaining it (strict >, items in
     // ascending order), reduced across lanes once per step: the argmax with ties to the lowest index.
     V best = vninf;
+    typename VT::I bad = typename VT::I{};
     typename VT::I best_i = VT::Iota() + static_cast<typename VT::Int>(mp);
     const int64_t nb = mp / kBlock;
     for (int64_t b = 0; b < nb; ++b) {
@@ -185,8 +194,11 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
       typename VT::I lane_i = VT::Iota() + static_cast<typename VT::Int>(i0);
       for (int v = 0; v < kVecs; ++v) {
         const int64_t o = i0 + v * VT::kLanes;
-        V e = (VT::Load(lrow + v * VT::kLanes) - acc[v]) * vinv;
-        e = VT::Load(mf + o) != vzero ? e : vzero;
+        const V lv = VT::Load(lrow + v * VT::kLanes);
+        const auto in = VT::Load(mf + o) != vzero;
+        bad |= in & ((lv - lv) != vzero);  // a NaN or infinity in the kernel (x - x = 0 for finite x)
+        V e = (lv - acc[v]) * vinv;
+        e = in ? e : vzero;
         VT::Store(cb + t * kBlock + v * VT::kLanes, e);
         const V d = VT::Load(d2 + o);
         V nd = d - e * e;
@@ -208,10 +220,14 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
     if (bi >= mp) bi = 0;  // all items -inf (the step fails below); index 0 as on the XLA path
     j = bi;
     gain = gmax;
-    if (!(gain >= thresh)) return;
+    bool any_bad = false;
+    for (int l = 0; l < VT::kLanes; ++l) any_bad |= bad[l] != 0;
+    if (any_bad) return {2, (lj - L) / m};
+    if (!(gain >= thresh)) return {};
     idx[t + 1] = static_cast<int32_t>(j);
     valid[t + 1] = true;
   }
+  return {};
 }
 
 // Requests are claimed one at a time from `next` by the workers, each with its own scratch slot. The
@@ -220,6 +236,8 @@ void GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, int32_
 template <typename T>
 struct Progress {
   std::atomic<int64_t> next{0}, slot{0}, finished{0};
+  std::atomic<int64_t> bad_request{-1};  // the first request that met a non-finite entry (-1: none)
+  BadEntry bad;                           // what it met
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::unique_ptr<Scratch<T>>> scratch;
@@ -261,8 +279,10 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> ma
   auto work = [=]() {
     Scratch<T>& scratch = *progress->scratch[progress->slot.fetch_add(1)];
     for (int64_t q = progress->next.fetch_add(1); q < r; q = progress->next.fetch_add(1)) {
-      GreedyOne<T>(l + q * m * m, msk + q * m, m, k, ep[q], eps_mode, stop_rule, out_i + q * k, out_v + q * k,
-                   scratch);
+      const BadEntry b = GreedyOne<T>(l + q * m * m, msk + q * m, m, k, ep[q], eps_mode, stop_rule, out_i + q * k,
+                                      out_v + q * k, scratch);
+      int64_t none = -1;
+      if (b.kind && progress->bad_request.compare_exchange_strong(none, q)) progress->bad = b;
       if (progress->finished.fetch_add(1) + 1 == r) {
         std::lock_guard<std::mutex> lock(progress->mu);
         progress->cv.notify_all();
@@ -275,6 +295,14 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> ma
   work();
   std::unique_lock<std::mutex> lock(progress->mu);
   progress->cv.wait(lock, [&] { return progress->finished.load() == r; });
+  if (const int64_t q = progress->bad_request.load(); q >= 0) {
+    const BadEntry b = progress->bad;
+    return ffi::Error::InvalidArgument(
+        "recjax greedy_map: L has a NaN or infinity " +
+        (b.kind == 1 ? "on its diagonal at item " + std::to_string(b.item)
+                     : "in the row of picked item " + std::to_string(b.item)) +
+        " of request " + std::to_string(q) + " (requests counted over the flattened batch dimensions)");
+  }
   return ffi::Error::Success();
 }
 
