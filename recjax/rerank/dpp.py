@@ -16,6 +16,10 @@ Conventions shared by the greedy functions:
     ("relative"; recommended for float32 with eps=1e-6, since absolute 1e-10 effectively never fires there).
     With `stop_rule="gain_lt_one"` the threshold is 1 and applies to every pick including the first
     (unconstrained MAP: stop when adding an item lowers det).
+  * Inputs are computed in float32 (bfloat16 / float16 are upcast) or float64. In float32, once the picks
+    span a rank-deficient kernel's column space the remaining gains are rounding noise, so the number of
+    valid picks and the picks after the rank can differ between implementations and machines; use float64
+    or eps_mode="relative" (eps≈1e-6) where that matters.
 """
 
 from __future__ import annotations
@@ -61,9 +65,15 @@ def _check_eps(eps_mode, stop_rule):
 
 
 def _as_float(x, name):
+  """x as a real float array of at least float32 precision: integers and bools become the default float,
+  bfloat16 / float16 become float32 (a greedy MAP in half precision loses its picks to rounding)."""
   x = jnp.asarray(x)
+  if jnp.issubdtype(x.dtype, jnp.complexfloating):
+    raise ValueError(f"{name} must be real, got {x.dtype}")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.result_type(float))
+  elif jnp.finfo(x.dtype).bits < 32:
+    x = x.astype(jnp.float32)
   if x.ndim == 0:
     raise ValueError(f"{name} must be an array, got a scalar")
   return x
@@ -248,8 +258,9 @@ def _resolve_impl(impl):
 
 @functools.cache
 def _warn_native_once(why):
+  # stacklevel 4: this function, _resolve_impl, greedy_map, then the caller's line.
   warnings.warn(f"recjax: using the XLA greedy_map on CPU (slower); the native kernel is unavailable: {why}",
-                RuntimeWarning, stacklevel=3)
+                RuntimeWarning, stacklevel=4)
 
 
 def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", stop_rule="epsilon", mesh=None,
@@ -259,7 +270,8 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
   At each step picks argmax_i d_i², d_i² = det(L_{Y∪{i}}) / det(L_Y), among unselected candidates.
 
   Args:
-    L: [M, M] or [R, M, M] float, symmetric PSD kernel(s). float32 by default; float64 under
+    L: [M, M] or [R, M, M] float, symmetric PSD kernel(s) (bfloat16 / float16 are computed in float32;
+      complex is an error). float32 by default; float64 under
       `jax_enable_x64`. Only rows of selected items and the diagonal are read.
     k: static Python int, 1 <= k <= M, the list length N.
     eps: stop threshold on the best remaining d² (official default 1e-10).

@@ -110,6 +110,7 @@ with warnings.catch_warnings(record=True) as w:
   warnings.simplefilter("always")
   out["auto"] = np.asarray(greedy_map(L, 3)[0]).tolist()
   out["warnings"] = [str(x.message) for x in w]
+  out["warned_at"] = [x.filename for x in w]  # the caller's line, not recjax's
 try:
   greedy_map(L, 3, impl="native")
   out["native_error"] = None
@@ -134,6 +135,7 @@ def test_fallback_without_native(tmp_path, env, why):
   assert why in out["reason"]
   assert out["auto"] == [4, 3, 2]
   assert len(out["warnings"]) == 1 and why in out["warnings"][0]
+  assert out["warned_at"] == ["<string>"]
   assert why in out["native_error"]
 
 
@@ -179,3 +181,14 @@ def test_non_finite_kernel_is_an_error(where):
   ok[7 if where == "diagonal" else 5] = False  # a masked item's entries are never used
   mask = np.broadcast_to(ok, (3, 40))
   jax.block_until_ready(greedy_map(jnp.asarray(L), 5, candidate_mask=jnp.asarray(mask), impl="native"))
+
+
+def test_half_precision_runs_in_float32_and_complex_is_rejected():
+  rng = np.random.default_rng(4)
+  L = kernels(rng, 2, 60, 60)
+  want = np.asarray(greedy_map(jnp.asarray(L, jnp.bfloat16).astype(jnp.float32), 20, impl="xla")[0])
+  for impl in ("native", "xla"):
+    for dt in (jnp.bfloat16, jnp.float16):
+      np.testing.assert_array_equal(np.asarray(greedy_map(jnp.asarray(L, dt), 20, impl=impl)[0]), want)
+  with pytest.raises(ValueError, match="must be real"):
+    greedy_map(jnp.asarray(L, jnp.complex64), 5)
