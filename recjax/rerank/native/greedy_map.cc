@@ -76,20 +76,20 @@ struct Aligned {
   int64_t size = 0;
 };
 
-// Scratch for one request at a time: Cholesky rows c (layout above), d^2, the mask as 0/1, the pick's
-// column of c and a zero-padded copy of a kernel row's last block. Every element a request reads it has
-// written first, so a scratch is reused across requests and calls without clearing.
+// Scratch for one request at a time: Cholesky rows c (layout above), d^2 (-inf for non-candidates), the
+// pick's column of c and a zero-padded copy of a kernel row's last block. Every element a request reads it
+// has written first, so a scratch is reused across requests and calls without clearing.
 template <typename T>
 struct Scratch {
   static constexpr int64_t kBlock = Vec<T>::kBlock;
   bool Reset(int64_t m, int64_t k) {
     mp = (m + kBlock - 1) / kBlock * kBlock;
     pitch = std::max<int64_t>(k - 1, 1) * kBlock;
-    return c.Reserve(mp / kBlock * pitch) && d2.Reserve(mp) && mf.Reserve(mp) && cj.Reserve(k) &&
+    return c.Reserve(mp / kBlock * pitch) && d2.Reserve(mp) && cj.Reserve(k) &&
            lt.Reserve(kBlock);
   }
   int64_t mp = 0, pitch = 0;
-  Aligned<T> c, d2, mf, cj, lt;
+  Aligned<T> c, d2, cj, lt;
 };
 
 // Scratches kept between calls, so a call does not allocate (and page-fault) fresh memory.
@@ -138,14 +138,13 @@ BadEntry GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, in
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const T tiny = std::numeric_limits<T>::min();
   const int64_t mp = s.mp, pitch = s.pitch;
-  T *c = s.c.data(), *d2 = s.d2.data(), *mf = s.mf.data(), *cj = s.cj.data(), *lt = s.lt.data();
+  T *c = s.c.data(), *d2 = s.d2.data(), *cj = s.cj.data(), *lt = s.lt.data();
   constexpr int64_t kAhead = 64;  // diagonal prefetch distance (one cache line per item; 16 measured slower)
   for (int64_t i = 0; i < std::min(m, kAhead); ++i) __builtin_prefetch(L + i * m + i);
   T dmax = neg_inf;
   for (int64_t i = 0; i < mp; ++i) {
     if (i + kAhead < m) __builtin_prefetch(L + (i + kAhead) * (m + 1));
     const bool in = i < m && mask[i];
-    mf[i] = in ? T(1) : T(0);
     d2[i] = in ? L[i * m + i] : neg_inf;
     if (in && !std::isfinite(d2[i])) return {1, i};
     dmax = std::max(dmax, d2[i]);
@@ -194,16 +193,18 @@ BadEntry GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, in
       typename VT::I lane_i = VT::Iota() + static_cast<typename VT::Int>(i0);
       for (int v = 0; v < kVecs; ++v) {
         const int64_t o = i0 + v * VT::kLanes;
-        const V lv = VT::Load(lrow + v * VT::kLanes);
-        const auto in = VT::Load(mf + o) != vzero;
-        bad |= in & ((lv - lv) != vzero);  // a NaN or infinity in the kernel (x - x = 0 for finite x)
-        V e = (lv - acc[v]) * vinv;
-        e = in ? e : vzero;
-        VT::Store(cb + t * kBlock + v * VT::kLanes, e);
+        // Candidates are the items with d^2 > -inf: masked, padded and selected items are -inf. Entries of
+        // c for non-candidates are never read (a projection only reads the column of a candidate), so
+        // they are written as 0 without looking at the kernel row.
         const V d = VT::Load(d2 + o);
+        const auto in = d > vninf;
+        const V lv = VT::Load(lrow + v * VT::kLanes);
+        bad |= in & ((lv - lv) != vzero);  // a NaN or infinity in the kernel (x - x = 0 for finite x)
+        const V e = in ? (lv - acc[v]) * vinv : vzero;
+        VT::Store(cb + t * kBlock + v * VT::kLanes, e);
         V nd = d - e * e;
         nd = nd > vzero ? nd : vzero;
-        nd = d > vninf ? nd : vninf;
+        nd = in ? nd : vninf;
         VT::Store(d2 + o, nd);
         // Per-lane running argmax, ties to the lower index whatever the block order.
         const auto up = (nd > best) | ((nd == best) & (lane_i < best_i));
