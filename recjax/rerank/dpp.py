@@ -214,7 +214,8 @@ def _greedy_native(L, k, eps, mask, eps_mode, stop_rule):
   out = (jax.ShapeDtypeStruct(batch + (k,), jnp.int32), jax.ShapeDtypeStruct(batch + (k,), jnp.bool_))
   call = jax.ffi.ffi_call(native.GREEDY_MAP_TARGET, out, vmap_method="broadcast_all")
   eps = jnp.broadcast_to(jnp.asarray(eps, L.dtype), batch)
-  return call(L, mask, eps, eps_mode=np.int32(_EPS_MODES[eps_mode]), stop_rule=np.int32(_STOP_RULES[stop_rule]))
+  return call(L, mask, eps, eps_mode=np.int32(_EPS_MODES[eps_mode]),
+              stop_rule=np.int32(_STOP_RULES[stop_rule]))
 
 
 def _greedy_xla(L, k, eps, mask, eps_mode, stop_rule, block, chunk):

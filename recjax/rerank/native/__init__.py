@@ -115,7 +115,8 @@ def load() -> str | None:
   if cxx is None:
     return "no C++ compiler found (set CXX, or install g++ or clang++)"
   try:
-    version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60, check=False).stdout
+    version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60,
+                             check=False).stdout
     src = _SOURCE.read_bytes()
     folder = cache_dir()
   except (OSError, subprocess.SubprocessError) as e:
@@ -123,7 +124,8 @@ def load() -> str | None:
   errors = []
   for flags in (_BASE_FLAGS + ("-march=native",), _BASE_FLAGS):
     parts = [src, version, " ".join(flags), importlib.metadata.version("jaxlib"), _cpu_signature()]
-    key = hashlib.sha256(b"\0".join(p if isinstance(p, bytes) else p.encode() for p in parts)).hexdigest()[:20]
+    joined = b"\0".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+    key = hashlib.sha256(joined).hexdigest()[:20]
     lib_path = folder / f"greedy_map-{key}.so"
     if not lib_path.exists():
       t0 = time.perf_counter()

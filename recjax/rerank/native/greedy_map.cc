@@ -280,8 +280,8 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::AnyBuffer L, ffi::Buffer<ffi::PRED> ma
   auto work = [=]() {
     Scratch<T>& scratch = *progress->scratch[progress->slot.fetch_add(1)];
     for (int64_t q = progress->next.fetch_add(1); q < r; q = progress->next.fetch_add(1)) {
-      const BadEntry b = GreedyOne<T>(l + q * m * m, msk + q * m, m, k, ep[q], eps_mode, stop_rule, out_i + q * k,
-                                      out_v + q * k, scratch);
+      const BadEntry b = GreedyOne<T>(l + q * m * m, msk + q * m, m, k, ep[q], eps_mode, stop_rule,
+                                      out_i + q * k, out_v + q * k, scratch);
       int64_t none = -1;
       if (b.kind && progress->bad_request.compare_exchange_strong(none, q)) progress->bad = b;
       if (progress->finished.fetch_add(1) + 1 == r) {
