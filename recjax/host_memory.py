@@ -18,15 +18,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import platform
+
+from recjax import env
 
 # mallopt parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _ENV = "RECJAX_KEEP_FREED_MEMORY"
-_OFF = ("0", "false", "no", "off", "")
 _kept = False
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def keep_freed_memory() -> bool:
     refused a setting, or RECJAX_KEEP_FREED_MEMORY is 0, false, no, off or empty.
   """
   global _kept
-  if os.environ.get(_ENV, "1").strip().lower() in _OFF or not on_glibc():
+  if not env.switched_on(_ENV) or not on_glibc():
     return False
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -63,8 +63,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from recjax.rerank import native  # noqa: E402
-from recjax.rerank.dpp import greedy_map, greedy_map_lowrank, greedy_map_window  # noqa: E402
+from recjax.rerank.dpp import greedy_map, greedy_map_impl, greedy_map_lowrank, greedy_map_window  # noqa: E402
 
 MAX_KERNEL_BYTES = 3 * 2**30  # skip batched full-kernel cases that do not fit comfortably in RAM
 
@@ -174,7 +173,7 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None, impl=
              device=jax.devices()[0].platform, devices_used=mesh.size if mesh else 1, jax=jax.__version__,
              cpu=platform.processor() or platform.machine())
   if lowrank_d is None and window is None:  # the only case with a native kernel
-    rec["impl"] = _impl_used(impl)
+    rec["impl"] = greedy_map_impl(impl)
   if lowrank_d is not None:
     rng = np.random.default_rng(1)
     f = rng.normal(size=(r, m, lowrank_d)).astype(np.float32)
@@ -228,13 +227,6 @@ def run_case(r, m, k, window, reps, np_requests, copy_gbs, lowrank_d=None, impl=
   return rec
 
 
-def _impl_used(impl):
-  """The greedy_map implementation `impl` resolves to here (see greedy_map's docstring)."""
-  if impl == "auto":
-    return "native" if jax.default_backend() == "cpu" and native.available() else "xla"
-  return impl
-
-
 def run_naive(m, k, reps, impl="auto"):
   L = make_kernels(1, m, dtype=np.float64)[0]
   t_naive = min(_timeit(lambda: naive_greedy(L, k)) for _ in range(reps))
@@ -242,7 +234,7 @@ def run_naive(m, k, reps, impl="auto"):
   Lj = jnp.asarray(L, jnp.float32)
   jax.block_until_ready(greedy_map(Lj, k, impl=impl))
   t_jax = min(_timeit(lambda: jax.block_until_ready(greedy_map(Lj, k, impl=impl))) for _ in range(reps))
-  rec = dict(bench="dpp_naive", R=1, M=m, k=k, impl=_impl_used(impl), naive_ms=round(t_naive * 1e3, 2),
+  rec = dict(bench="dpp_naive", R=1, M=m, k=k, impl=greedy_map_impl(impl), naive_ms=round(t_naive * 1e3, 2),
              numpy_alg1_ms=round(t_fast * 1e3, 3), jax_alg1_ms=round(t_jax * 1e3, 3),
              alg1_speedup_vs_naive=round(t_naive / t_fast, 1),
              same_picks=naive_greedy(L, k) == numpy_greedy(L, k))

@@ -35,7 +35,7 @@ _META = "__meta__"
 _SEP = "::"
 
 
-def _writable(d: pathlib.Path, create: bool) -> bool:
+def writable(d: pathlib.Path, create: bool) -> bool:
   """Whether files can be written in `d`; without `create`, a missing `d` is judged by its nearest
   existing parent and is not created."""
   if not create and not d.exists():
@@ -60,7 +60,7 @@ def cache_dir(data_dir: str | os.PathLike, create: bool = True) -> pathlib.Path:
       d.mkdir(parents=True, exist_ok=True)
     return d
   d = pathlib.Path(data_dir) / ".recjax_cache"
-  if _writable(d, create):
+  if writable(d, create):
     return d
   d = pathlib.Path("~/.cache/recjax/cache").expanduser()
   if create:

@@ -35,7 +35,7 @@ from jax import lax
 
 from recjax.rerank import native
 
-__all__ = ["greedy_map", "greedy_map_window", "greedy_map_lowrank", "dpp_kernel"]
+__all__ = ["greedy_map", "greedy_map_window", "greedy_map_lowrank", "dpp_kernel", "greedy_map_impl"]
 
 # Layout and batching of Algorithm 1 (our choice; measured in experiments/bench/dpp.py):
 #  * the Cholesky rows of a request are kept in blocks of _ROW_BLOCK steps, [B, rows, M] each, and each
@@ -57,10 +57,14 @@ def _check_k(k, m):
     raise ValueError(f"k must satisfy 1 <= k <= M={m}, got k={k}")
 
 
+_EPS_MODES = {"absolute": 0, "relative": 1}  # values: the native kernel's eps_mode attribute
+_STOP_RULES = {"epsilon": 0, "gain_lt_one": 1}  # values: its stop_rule attribute
+
+
 def _check_eps(eps_mode, stop_rule):
-  if eps_mode not in ("absolute", "relative"):
+  if eps_mode not in _EPS_MODES:
     raise ValueError(f"eps_mode must be 'absolute' or 'relative', got {eps_mode!r}")
-  if stop_rule not in ("epsilon", "gain_lt_one"):
+  if stop_rule not in _STOP_RULES:
     raise ValueError(f"stop_rule must be 'epsilon' or 'gain_lt_one', got {stop_rule!r}")
 
 
@@ -203,10 +207,6 @@ def _place_on_mesh(mesh, r, *arrays):
   return tuple(jax.device_put(a, sharding) for a in arrays)
 
 
-_EPS_MODES = {"absolute": 0, "relative": 1}
-_STOP_RULES = {"epsilon": 0, "gain_lt_one": 1}
-
-
 def _greedy_native(L, k, eps, mask, eps_mode, stop_rule):
   """Algorithm 1 by the native CPU kernel (recjax/rerank/native/greedy_map.cc): L [..., M, M] ->
   (indices [..., k] int32, valid [..., k] bool), the same semantics as `_greedy_chunk`."""
@@ -241,9 +241,13 @@ def _greedy_map_jit(L, k, eps, mask, eps_mode, stop_rule, block, chunk, mesh=Non
   return _over_mesh(local, mesh, 2, L, mask)
 
 
-def _resolve_impl(impl):
-  """"auto" -> "native" when JAX's default backend is the CPU and the native kernel builds, else "xla";
-  "native" requires the kernel."""
+def greedy_map_impl(impl="auto"):
+  """The implementation `greedy_map(..., impl=impl)` runs here: "native" or "xla".
+
+  "auto" gives "native" when JAX's default backend is the CPU and the native kernel builds (building it on
+  the first call), else "xla" with one RuntimeWarning saying why. Raises ValueError for an unknown `impl`
+  and RuntimeError for "native" when the kernel cannot be built.
+  """
   if impl not in ("auto", "native", "xla"):
     raise ValueError(f"impl must be 'auto', 'native' or 'xla', got {impl!r}")
   if impl == "xla" or (impl == "auto" and jax.default_backend() != "cpu"):
@@ -259,7 +263,7 @@ def _resolve_impl(impl):
 
 @functools.cache
 def _warn_native_once(why):
-  # stacklevel 4: this function, _resolve_impl, greedy_map, then the caller's line.
+  # stacklevel 4: this function, greedy_map_impl, greedy_map, then the caller's line.
   warnings.warn(f"recjax: using the XLA greedy_map on CPU (slower); the native kernel is unavailable: {why}",
                 RuntimeWarning, stacklevel=4)
 
@@ -316,7 +320,7 @@ def greedy_map(L, k, *, eps=1e-10, candidate_mask=None, eps_mode="absolute", sto
   _check_k(k, m)
   _check_eps(eps_mode, stop_rule)
   mask = _prep_mask(candidate_mask, L.shape[:-2], m)
-  impl = _resolve_impl(impl)
+  impl = greedy_map_impl(impl)
   L, mask = _place_on_mesh(mesh, L.shape[0] if L.ndim == 3 else None, L, mask)
   return _greedy_map_jit(L, int(k), eps, mask, eps_mode, stop_rule, _ROW_BLOCK, _CHUNK, mesh, impl)
 

@@ -105,11 +105,11 @@ def test_cache_dir_resolution(tmp_path, monkeypatch):
   monkeypatch.delenv("RECJAX_CACHE_DIR")
   assert cache_lib.cache_dir(tmp_path / "data") == tmp_path / "data" / ".recjax_cache"
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
-  writable = cache_lib._writable
-  monkeypatch.setattr(cache_lib, "_writable", lambda d, create: False)    # e.g. a read-only shared data dir
+  writable = cache_lib.writable
+  monkeypatch.setattr(cache_lib, "writable", lambda d, create: False)    # e.g. a read-only shared data dir
   assert cache_lib.cache_dir(tmp_path / "ro") == tmp_path / "home" / ".cache" / "recjax" / "cache"
   # A lookup (create=False) names the same folder without creating it; save() creates it.
-  monkeypatch.setattr(cache_lib, "_writable", writable)
+  monkeypatch.setattr(cache_lib, "writable", writable)
   d = cache_lib.cache_dir(tmp_path / "fresh", create=False)
   assert d == tmp_path / "fresh" / ".recjax_cache" and not d.exists()
   cache_lib.save(d / "x.npz", "k", {"train": {"label": np.ones(2, np.float32)}}, {})

@@ -103,7 +103,7 @@ CHILD = """
 import json, sys, warnings
 import numpy as np, jax.numpy as jnp
 from recjax.rerank import native
-from recjax.rerank.dpp import greedy_map
+from recjax.rerank.dpp import greedy_map, greedy_map_impl
 L = jnp.asarray(np.diag(np.arange(1.0, 6.0)).astype(np.float32))
 out = {"reason": native.reason()}
 with warnings.catch_warnings(record=True) as w:
@@ -111,6 +111,7 @@ with warnings.catch_warnings(record=True) as w:
   out["auto"] = np.asarray(greedy_map(L, 3)[0]).tolist()
   out["warnings"] = [str(x.message) for x in w]
   out["warned_at"] = [x.filename for x in w]  # the caller's line, not recjax's
+out["impl"] = greedy_map_impl()
 try:
   greedy_map(L, 3, impl="native")
   out["native_error"] = None
@@ -136,6 +137,7 @@ def test_fallback_without_native(tmp_path, env, why):
   assert out["auto"] == [4, 3, 2]
   assert len(out["warnings"]) == 1 and why in out["warnings"][0]
   assert out["warned_at"] == ["<string>"]
+  assert out["impl"] == "xla"
   assert why in out["native_error"]
 
 
@@ -143,6 +145,7 @@ def test_fallback_without_native(tmp_path, env, why):
 def test_built_once_then_loaded_from_cache(tmp_path):
   out = run_child(tmp_path)
   assert out["reason"] is None and out["auto"] == [4, 3, 2] and out["native_error"] is None
+  assert out["impl"] == "native"
   libs = list((tmp_path / "cache" / "native").glob("greedy_map-*.so"))
   assert len(libs) == 1
   mtime = libs[0].stat().st_mtime_ns

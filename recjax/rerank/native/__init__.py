@@ -34,6 +34,9 @@ import time
 
 import jax
 
+from recjax import env
+from recjax.data import cache as data_cache
+
 __all__ = ["ENV_NATIVE", "GREEDY_MAP_TARGET", "available", "cache_dir", "load", "reason"]
 
 log = logging.getLogger(__name__)
@@ -46,24 +49,16 @@ _BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 _COMPILE_TIMEOUT_S = 300
 
 
-def _disabled() -> bool:
-  return os.environ.get(ENV_NATIVE, "1").strip().lower() in ("0", "false", "no", "off", "")
-
-
 def cache_dir() -> pathlib.Path:
   """Where compiled kernels are kept (see the module docstring); created if needed."""
-  env = os.environ.get("RECJAX_CACHE_DIR")
-  candidates = ([pathlib.Path(env).expanduser() / "native"] if env else []) + [
+  configured = os.environ.get(data_cache.ENV_CACHE_DIR)
+  candidates = ([pathlib.Path(configured).expanduser() / "native"] if configured else []) + [
       pathlib.Path("~/.cache/recjax/native").expanduser(),
       pathlib.Path(tempfile.gettempdir()) / f"recjax-native-{os.getuid() if hasattr(os, 'getuid') else 0}",
   ]
   for d in candidates:
-    try:
-      d.mkdir(parents=True, exist_ok=True)
-      if os.access(d, os.W_OK | os.X_OK):
-        return d
-    except OSError:
-      continue
+    if data_cache.writable(d, create=True):
+      return d
   raise OSError(f"no writable folder for native kernels among {[str(c) for c in candidates]}")
 
 
@@ -109,7 +104,7 @@ def _compile(cxx: list[str], flags: tuple[str, ...], out: pathlib.Path) -> str |
 def load() -> str | None:
   """Builds (once per host and source) and registers the FFI targets; returns None when they are ready,
   else the reason they are not. Never raises."""
-  if _disabled():
+  if not env.switched_on(ENV_NATIVE):
     return f"disabled by {ENV_NATIVE}={os.environ.get(ENV_NATIVE)!r}"
   cxx = _compiler()
   if cxx is None:

@@ -215,10 +215,10 @@ BadEntry GreedyOne(const T* L, const bool* mask, int64_t m, int64_t k, T eps, in
     }
     T gmax = best[0];
     for (int l = 1; l < VT::kLanes; ++l) gmax = std::max(gmax, best[l]);
+    // When every item is -inf (the step then fails), ties make this index 0, as on the XLA path.
     int64_t bi = mp;
     for (int l = 0; l < VT::kLanes; ++l)
       if (best[l] == gmax) bi = std::min<int64_t>(bi, best_i[l]);
-    if (bi >= mp) bi = 0;  // all items -inf (the step fails below); index 0 as on the XLA path
     j = bi;
     gain = gmax;
     bool any_bad = false;
