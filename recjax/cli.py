@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from absl import app, flags
 from absl import logging as absl_logging
 
-from recjax import host_memory
+from recjax import host_memory, xla_cpu
 
 
 def flags_parser(script: str, extra: str = "") -> Callable[[list[str]], list[str]]:
@@ -80,10 +80,12 @@ def exit_on_bad_input() -> Iterator[None]:
 
 def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None:
   """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, glibc told to keep freed memory
-  (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), and `exit_on_bad_input` around main."""
+  (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), XLA:CPU's oneDNN matrix products on
+  x86-64 (`recjax.xla_cpu`; opt out with RECJAX_ONEDNN=0), and `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
     quiet_logs()
     host_memory.keep_freed_memory()
+    xla_cpu.use_onednn_dots()
     with exit_on_bad_input():
       main(argv)
   app.run(wrapped, flags_parser=flags_parser(script, extra))

@@ -25,7 +25,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from recjax import cli, host_memory
+from recjax import cli, host_memory, xla_cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file `path.py:variant`.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch", 2048, "Batch size.")
@@ -137,6 +137,7 @@ def main(argv):
       "compile_s": round(compile_s, 1),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "keep_freed_memory": host_memory.kept(),
+      "onednn_dots": xla_cpu.onednn_dots(),
       "loss_finite": bool(np.isfinite(float(m["loss"]))),
       "device": jax.devices()[0].platform, "num_devices": jax.device_count(), "jax": jax.__version__,
   }), flush=True)

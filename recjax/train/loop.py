@@ -9,7 +9,7 @@ Outputs under `workdir`:
 - `tb/`: TensorBoard event files of the same scalars;
 - `checkpoints/`: orbax checkpoints (see `checkpoint.py`); re-running with the same workdir resumes;
 - `results.json`: dataset, model, config, best step, valid and test metrics, throughput (and whether
-  `recjax.host_memory.keep_freed_memory()` was on);
+  `recjax.host_memory.keep_freed_memory()` and `recjax.xla_cpu.use_onednn_dots()` were on);
 - `curves.png`: train loss and validation AUC against step.
 """
 
@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from recjax import host_memory, sharding
+from recjax import host_memory, sharding, xla_cpu
 from recjax import metrics as metrics_lib
 from recjax.data import pipeline
 from recjax.data.dataset import DatasetSplits, load_dataset
@@ -397,6 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       "test": test,
       "train_examples_per_sec": (steps_timed * bsz / t_train) if t_train > 0 else None,
       "keep_freed_memory": host_memory.kept(),  # the host allocator setting the throughput was measured under
+      "onednn_dots": xla_cpu.onednn_dots(),  # and the XLA:CPU matmul path
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
                   "mesh": dict(mesh.shape)},
   }
