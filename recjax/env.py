@@ -1,8 +1,8 @@
 """Environment switches shared by the package (our choice).
 
 A switch is on unless its variable is set to 0, false, no, off or the empty string (any case); an unset
-variable means on. Used by RECJAX_KEEP_FREED_MEMORY (`recjax.host_memory`), RECJAX_ONEDNN (`recjax.xla_cpu`) and RECJAX_NATIVE
-(`recjax.rerank.native`).
+variable means on. Used by RECJAX_KEEP_FREED_MEMORY (`recjax.host_memory`), RECJAX_ONEDNN
+(`recjax.xla_cpu`) and RECJAX_NATIVE (`recjax.rerank.native`).
 """
 
 from __future__ import annotations
