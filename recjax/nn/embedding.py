@@ -52,7 +52,9 @@ class Embeddings(nn.Module):
     """
     for f in (*self.schema.sparse, *self.schema.sequences):
       if f.name == feature:
-        return jnp.take(self.tables[f.table_name], ids, axis=0).astype(self.dtype)
+        # mode="clip": ids are range-checked when the data is read (recjax.data), and a clamped gather has
+        # no per-element select in either direction (our choice).
+        return jnp.take(self.tables[f.table_name], ids, axis=0, mode="clip").astype(self.dtype)
     raise KeyError(f"unknown feature {feature!r}; known: "
                    f"{[f.name for f in (*self.schema.sparse, *self.schema.sequences)]}")
 
