@@ -70,3 +70,44 @@ def test_opt_out_by_environment(value):
   got = _child("call", RECJAX_KEEP_FREED_MEMORY=value)
   assert got["applied"] is False and got["kept"] is False
   assert got["mmapped"] >= _N
+
+
+_RELEASE_CHILD = r"""
+import ctypes, json, sys
+from recjax import host_memory
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+host_memory.keep_freed_memory()
+p = libc.malloc(256 << 20)
+ctypes.memset(p, 1, 256 << 20)  # resident
+libc.free(p)
+rss = host_memory._rss_bytes()
+frac = float(sys.argv[1])
+released = host_memory.release_if_above(frac)
+print(json.dumps({"released": released, "releases": host_memory.releases(), "rss_before": rss,
+                  "rss_after": host_memory._rss_bytes()}))
+"""
+
+
+def _release_child(fraction: float, **env) -> dict:
+  res = subprocess.run([sys.executable, "-c", _RELEASE_CHILD, str(fraction)], env={**os.environ, **env},
+                       capture_output=True, text=True, check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_release_returns_kept_pages_only_above_the_threshold():
+  # A 256 MiB block, written and freed, stays resident in the kept heap; a threshold below the resident
+  # size releases it (RSS drops by about the block), one above it keeps it.
+  got = _release_child(1e-9)
+  assert got["released"] is True and got["releases"] == 1
+  assert got["rss_before"] - got["rss_after"] >= 200 << 20
+  kept = _release_child(1.0)
+  assert kept["released"] is False and kept["releases"] == 0
+  assert kept["rss_before"] - kept["rss_after"] < 16 << 20
+
+
+def test_release_does_nothing_when_the_setting_is_off():
+  got = _release_child(1e-9, RECJAX_KEEP_FREED_MEMORY="0")
+  assert got["released"] is False

@@ -29,7 +29,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from recjax import cli
+from recjax import cli, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config `path.py:variant` (synthetic schema).",
                                           lock_config=False)
@@ -124,6 +124,7 @@ def main(argv):
   rss_at_2m, next_report, losses = None, _REPORT.value, []
   for b in it:
     state, m = step(state, sharding.shard_batch(b, mesh))
+    host_memory.release_if_above()
     rows += bsz
     if rows // bsz % 50 == 0:
       losses.append(float(m["loss"]))   # also bounds how far dispatch runs ahead

@@ -333,6 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     while step < tcfg.max_steps and not meta["stopped_early"]:
       batch = _to_mesh(next(it), mesh)
       state, out = train_step(state, batch)
+      host_memory.release_if_above()  # caps the kept heap (recjax.host_memory); a no-op when it is off
       step += 1
       pending.append((step, out["loss"]))
       if t_first is None:
