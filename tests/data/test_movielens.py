@@ -160,6 +160,8 @@ def _bad_data(tmp_path, lines):
     ("1\t2\t7\t881250949", "rating", "value 7 must be in 1..5"),
     ("1\t99\t3\t881250949", "item_id", "id 99 is not in"),
     ("9\t1\t3\t881250949", "user_id", "id 9 is not in"),
+    ("12345678901234567890\t1\t3\t881250949", "user_id", "outside the 64-bit integer range"),
+    ("1099511627776\t1\t3\t881250949", "user_id", "id 1099511627776 is not in"),  # no id-sized array
 ])
 def test_malformed_rating_row(tmp_path, cache_dir, bad_line, field, text):
   good = ["1\t1\t4\t100", "2\t2\t3\t200", "", "3\t3\t5\t300"]

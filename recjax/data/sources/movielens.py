@@ -143,9 +143,12 @@ def _bad(path, line: int, field: str, msg: str) -> DataError:
 
 def _to_int(path, line, field, s: str) -> int:
   try:
-    return int(s)
+    v = int(s)
   except ValueError:
     raise _bad(path, line, field, f"expected an integer, got {s!r}") from None
+  if not -2**63 <= v < 2**63:
+    raise _bad(path, line, field, f"value {s} is outside the 64-bit integer range")
+  return v
 
 
 def _unique_id(path, line: int, field: str, s: str, seen: dict[int, int]) -> int:
@@ -181,7 +184,7 @@ def parse_ratings(path: pathlib.Path) -> dict[str, np.ndarray]:
                  f"expected 4 tab-separated fields {list(fields)}, got {len(p)}: {ln!r}")
   try:
     a = np.array(parts).astype(np.int64)
-  except ValueError:
+  except (ValueError, OverflowError):
     for (i, _), p in zip(rows, parts):
       for f, s in zip(fields, p):
         _to_int(path, i, f, s.strip())
@@ -343,9 +346,7 @@ def build(cfg, files: dict[str, pathlib.Path]):
   n_item = int(items["id"].max()) + 1
   n_user = int(users["id"].max()) + 1
   for key, ids, field, src in (("item", items["id"], "item_id", "u.item"), ("user", users["id"], "user_id", "u.user")):
-    known = np.zeros(max(int(ids.max()), int(r[key].max())) + 1, bool)
-    known[ids] = True
-    bad = np.flatnonzero(~known[r[key]])
+    bad = np.flatnonzero(~np.isin(r[key], ids))
     if bad.size:
       raise _bad(files["u.data"], int(r["line"][bad[0]]), field,
                  f"id {int(r[key][bad[0]])} is not in {files[src]}")
