@@ -29,10 +29,13 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _ENV = "RECJAX_KEEP_FREED_MEMORY"
-RELEASE_FRACTION = 0.5  # release_if_above's default share of physical memory; our choice
+RELEASE_FRACTION = 0.55  # release_if_above's default share of physical memory; our choice
+GROWTH_FRACTION = 0.85  # ... and the limit for resident memory plus the largest growth between two calls
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _kept = False
 _releases = 0
+_last_rss: int | None = None  # resident bytes at the previous release_if_above call
+_max_growth = 0  # largest growth of resident bytes between two calls
 log = logging.getLogger(__name__)
 
 
@@ -72,7 +75,9 @@ def keep_freed_memory() -> bool:
 
 def release_if_above(fraction: float = RELEASE_FRACTION) -> bool:
   """Returns the heap's free pages to the OS (`malloc_trim(0)`) when this process's resident memory is
-  above `fraction` of the host's physical memory; does nothing unless `keep_freed_memory()` is on.
+  above `fraction` of the host's physical memory, or when it plus the largest growth seen between two
+  calls is above `GROWTH_FRACTION` of it (so a model whose step block is too large to keep twice gets
+  released after every step, as glibc does by default); does nothing unless `keep_freed_memory()` is on.
 
   With one arena and no trimming, a step's temporary block sometimes does not fit the hole the previous
   step left (small allocations in between split it), so the heap grows by a whole block; measured on
@@ -85,13 +90,19 @@ def release_if_above(fraction: float = RELEASE_FRACTION) -> bool:
   Returns:
     True if memory was released.
   """
+  global _last_rss, _max_growth
   if not _kept:
     return False
-  if _rss_bytes() <= fraction * _physical_bytes():
+  rss = _rss_bytes()
+  if _last_rss is not None:
+    _max_growth = max(_max_growth, rss - _last_rss)
+  _last_rss = rss
+  if rss <= fraction * _physical_bytes() and rss + _max_growth <= GROWTH_FRACTION * _physical_bytes():
     return False
   ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
   global _releases
   _releases += 1
+  _last_rss = _rss_bytes()
   log.info("host memory: resident memory above %.0f%% of RAM; returned the heap's free pages to the OS",
            100 * fraction)
   return True

@@ -111,3 +111,32 @@ def test_release_returns_kept_pages_only_above_the_threshold():
 def test_release_does_nothing_when_the_setting_is_off():
   got = _release_child(1e-9, RECJAX_KEEP_FREED_MEMORY="0")
   assert got["released"] is False
+
+
+_GROWTH_CHILD = r"""
+import ctypes, json
+from recjax import host_memory
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+host_memory.keep_freed_memory()
+ram = host_memory._physical_bytes()
+first = host_memory.release_if_above(1.0)       # records the resident size
+p = libc.malloc(512 << 20)
+ctypes.memset(p, 1, 512 << 20)                  # the heap grows by a 512 MiB "step block"
+libc.free(p)
+rss = host_memory._rss_bytes()
+# Resident memory alone is under both limits; with one more block of the growth just seen it would pass
+# the growth limit.
+host_memory.GROWTH_FRACTION = (rss + (256 << 20)) / ram
+second = host_memory.release_if_above(1.0)
+print(json.dumps({"first": first, "second": second, "dropped": rss - host_memory._rss_bytes()}))
+"""
+
+
+def test_release_counts_one_more_block_of_growth():
+  res = subprocess.run([sys.executable, "-c", _GROWTH_CHILD], capture_output=True, text=True, check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  got = json.loads(res.stdout.strip().splitlines()[-1])
+  assert got["first"] is False and got["second"] is True
+  assert got["dropped"] >= 400 << 20
