@@ -20,7 +20,7 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
-from recjax import host_memory, xla_cpu
+from recjax import cli
 
 _MODELS = flags.DEFINE_list("models", ["interformer", "dnn", "dcnv2", "din"], "Config files under experiments/configs.")
 _PRESETS = flags.DEFINE_list("presets", ["movielens"], "Variants (dataset presets) of each config.")
@@ -67,8 +67,7 @@ def run_one(model: str, preset: str, seed: int, out: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
-  host_memory.keep_freed_memory()  # as experiments/run.py: reuse XLA:CPU's freed step temporaries
-  xla_cpu.use_onednn_dots()  # and run matrix products as oneDNN fusions
+  cli.setup_host()  # as experiments/run.py: kept heap, oneDNN matrix products
   out = pathlib.Path(_OUT.value)
   rows, missing = [], {}
   for preset in _PRESETS.value:

@@ -78,14 +78,20 @@ def exit_on_bad_input() -> Iterator[None]:
     sys.exit(2)
 
 
+def setup_host() -> None:
+  """The CPU-host settings of every script, before the first computation: glibc keeps freed memory
+  (`recjax.host_memory`; RECJAX_KEEP_FREED_MEMORY=0 opts out) and XLA:CPU runs matrix products as oneDNN
+  fusions on x86-64 (`recjax.xla_cpu`; RECJAX_ONEDNN=0 opts out)."""
+  host_memory.keep_freed_memory()
+  xla_cpu.use_onednn_dots()
+
+
 def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None:
-  """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, glibc told to keep freed memory
-  (`recjax.host_memory`; opt out with RECJAX_KEEP_FREED_MEMORY=0), XLA:CPU's oneDNN matrix products on
-  x86-64 (`recjax.xla_cpu`; opt out with RECJAX_ONEDNN=0), and `exit_on_bad_input` around main."""
+  """`app.run(main)` with `flags_parser(script, extra)`, quiet logs, `setup_host()`, and
+  `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
     quiet_logs()
-    host_memory.keep_freed_memory()
-    xla_cpu.use_onednn_dots()
+    setup_host()
     with exit_on_bad_input():
       main(argv)
   app.run(wrapped, flags_parser=flags_parser(script, extra))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import platform
@@ -60,8 +61,7 @@ def keep_freed_memory() -> bool:
   if not env.switched_on(_ENV) or not on_glibc():
     return False
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    mallopt = libc.mallopt
+    mallopt = _libc().mallopt
   except (OSError, AttributeError):
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -90,7 +90,7 @@ def release_if_above(fraction: float = RELEASE_FRACTION) -> bool:
   Returns:
     True if memory was released.
   """
-  global _last_rss, _max_growth
+  global _last_rss, _max_growth, _releases
   if not _kept:
     return False
   rss = _rss_bytes()
@@ -99,18 +99,22 @@ def release_if_above(fraction: float = RELEASE_FRACTION) -> bool:
   _last_rss = rss
   if rss <= fraction * _physical_bytes() and rss + _max_growth <= GROWTH_FRACTION * _physical_bytes():
     return False
-  ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-  global _releases
+  _libc().malloc_trim(0)
   _releases += 1
   _last_rss = _rss_bytes()
-  log.info("host memory: resident memory above %.0f%% of RAM; returned the heap's free pages to the OS",
-           100 * fraction)
+  log.info("host memory: resident memory %.1f GB (largest growth per step %.1f GB); returned the heap's "
+           "free pages to the OS", rss / 1e9, _max_growth / 1e9)
   return True
 
 
 def releases() -> int:
   """How many times `release_if_above` has released memory in this process."""
   return _releases
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+  return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _rss_bytes() -> int:

@@ -41,9 +41,8 @@ def use_onednn_dots() -> bool:
     `XLA_FLAGS` before the first backend was created); False otherwise.
   """
   current = os.environ.get("XLA_FLAGS", "")
-  named = [f for f in FLAGS if f.split("=")[0] in current]
-  if named:
-    return len(named) == len(FLAGS) and all(f in current for f in FLAGS)
+  if any(f.split("=")[0] in current for f in FLAGS):
+    return onednn_dots()
   if not env.switched_on(_ENV) or platform.machine().lower() not in ("x86_64", "amd64"):
     return False
   if _backends_started():
