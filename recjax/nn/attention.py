@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,7 +88,11 @@ def masked_attention_weights(q: jax.Array, k: jax.Array, key_mask: jax.Array | N
     [B, H, Lq, Lk] float32; padded keys get weight exactly 0. If a row has no valid key its weights are
     uniform (finite; callers keep at least one valid key).
   """
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+  # The 1/sqrt(Dh) scale goes on q (our choice): as a multiply of the product, XLA:CPU's oneDNN fusion took
+  # it as a materialised [B, H, Lq, Lk] operand (forward at q, k [2048, 54, 4, 32], 2-core EPYC, median of
+  # 15 interleaved calls: 102 -> 96 ms).
+  scale = jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k).astype(jnp.float32)
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, _NEG)
   return jax.nn.softmax(logits, axis=-1)

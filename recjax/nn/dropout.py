@@ -72,12 +72,17 @@ def _positions(shape: tuple[int, ...]) -> jax.Array:
 
 
 def _masked_scale(x: jax.Array, words: jax.Array, rate: float) -> jax.Array:
-  """where(hash >= round(rate·2³²), x / (1 − rate), 0), scaled in at least float32 and cast once
-  (1 / (1 − rate) rounded to bf16 would bias E[y]: 0.9 → 0.8984)."""
+  """where(hash >= round(rate·2³²), x, 0) / (1 − rate), scaled in at least float32 and cast once
+  (1 / (1 − rate) rounded to bf16 would bias E[y]: 0.9 → 0.8984).
+
+  The select comes first (our choice; the same values): when x is a matrix product, XLA:CPU's oneDNN fusion
+  took a scale applied to x directly as a materialised full-size operand (product and dropout of a
+  [2048, 4, 54, 54] attention score, 2-core EPYC, median of 15 interleaved calls: 110 -> 105 ms).
+  """
   threshold = jnp.uint32(min(round(rate * 2**32), 2**32 - 1))
   wide = jnp.promote_types(x.dtype, jnp.float32)
-  kept = (x.astype(wide) / jnp.asarray(1.0 - rate, wide)).astype(x.dtype)
-  return jnp.where(_hash_words(words, x.shape) >= threshold, kept, jnp.zeros((), x.dtype))
+  kept = jnp.where(_hash_words(words, x.shape) >= threshold, x, jnp.zeros((), x.dtype))
+  return (kept.astype(wide) / jnp.asarray(1.0 - rate, wide)).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
