@@ -140,3 +140,35 @@ def test_release_counts_one_more_block_of_growth():
   got = json.loads(res.stdout.strip().splitlines()[-1])
   assert got["first"] is False and got["second"] is True
   assert got["dropped"] >= 400 << 20
+
+
+_AFTER_CHILD = r"""
+import json, sys
+import jax, jax.numpy as jnp
+from recjax import host_memory
+if sys.argv[1] == "on":
+  host_memory.keep_freed_memory()
+
+# A "step" of about 100 GFLOP (a second or more here), dispatched asynchronously.
+w = jnp.eye(1024, dtype=jnp.float32)
+f = jax.jit(lambda x: jax.lax.fori_loop(0, 48, lambda i, a: a @ w, x))
+f(w).block_until_ready()
+y = f(w)
+at_dispatch = y.is_ready()
+released = host_memory.release_after(y)
+print(json.dumps({"at_dispatch": at_dispatch, "after": y.is_ready(), "released": released}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_release_after_waits_for_the_previous_step_only_when_kept(mode):
+  # The "previous step" takes a second or more; with the setting on, release_after returns only once it is done (so the
+  # resident memory it reads has at most one step in flight); off, it neither waits nor releases.
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  res = subprocess.run([sys.executable, "-c", _AFTER_CHILD, mode], env=env, capture_output=True, text=True,
+                       check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  got = json.loads(res.stdout.strip().splitlines()[-1])
+  assert got["at_dispatch"] is False
+  assert got["after"] is (mode == "on")
+  assert got["released"] is False  # a small process stays under both limits

@@ -123,8 +123,8 @@ def main(argv):
   rows, t_start = bsz, time.perf_counter()
   rss_at_2m, next_report, losses = None, _REPORT.value, []
   for b in it:
-    state, m = step(state, sharding.shard_batch(b, mesh))
-    host_memory.release_if_above()
+    prev, (state, m) = m, step(state, sharding.shard_batch(b, mesh))
+    host_memory.release_after(prev)
     rows += bsz
     if rows // bsz % 50 == 0:
       losses.append(float(m["loss"]))   # also bounds how far dispatch runs ahead

@@ -309,6 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   pending: list[tuple[int, jax.Array]] = []
   t_first, steps_timed, t_eval = None, 0, 0.0
+  prev_loss = None  # the previous step's loss, for the host-memory check
 
   def flush_losses(step: int) -> float | None:
     """Checks the losses since the last flush; raises TrainingError on NaN/inf."""
@@ -333,7 +334,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     while step < tcfg.max_steps and not meta["stopped_early"]:
       batch = _to_mesh(next(it), mesh)
       state, out = train_step(state, batch)
-      host_memory.release_if_above()  # caps the kept heap (recjax.host_memory); a no-op when it is off
+      if prev_loss is not None:
+        host_memory.release_after(prev_loss)  # caps the kept heap (recjax.host_memory); no-op when it is off
+      prev_loss = out["loss"]
       step += 1
       pending.append((step, out["loss"]))
       if t_first is None:
