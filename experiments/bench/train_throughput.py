@@ -6,7 +6,10 @@
 Measures the jitted train step on in-memory batches already on the device (the input pipeline is timed
 separately by scale.py): the median step time of `--steps` steps after `--warmup` warm-up steps, FLOPs per
 example from XLA's cost analysis of the compiled step, achieved GFLOP/s, and MFU = achieved FLOP/s over the
-FLOP/s of a large float32 matmul timed in the same process. For a model computing in bfloat16
+FLOP/s of a large float32 matmul timed in the same process (XLA's, through jit). Because XLA's matmul is not
+the fastest on every CPU (on a 2-core AVX2 EPYC, 114-159 GFLOP/s against 135-187 for numpy's OpenBLAS), the
+line also gives `matmul_gflops_blas`, numpy's float32 matmul of the same size in the same process, and
+`mfu_vs_fastest_matmul`, against the faster of the two. For a model computing in bfloat16
 (`--config.model.dtype=bfloat16`; params stay float32) it also reports `mfu_vs_compute_dtype`, against a
 bfloat16 matmul (AMX/AVX512-BF16 units where the CPU has them). Peak host memory is the process's max RSS.
 """
@@ -46,6 +49,20 @@ def matmul_flops_per_sec(n: int, dtype=jnp.float32, reps: int = 10) -> float:
   for _ in range(reps):
     t = time.perf_counter()
     f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n**3 / min(times)
+
+
+def blas_matmul_flops_per_sec(n: int, reps: int = 10) -> float:
+  """Peak FLOP/s of numpy's float32 n×n @ n×n matmul (the BLAS numpy was built with, e.g. OpenBLAS, on
+  its own threads): the fastest of `reps` timed calls. A second reference for MFU, since XLA's own
+  matmul is not the fastest on every CPU (our choice)."""
+  a = np.asarray(jax.random.normal(jax.random.key(0), (n, n), jnp.float32))
+  a @ a
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    a @ a
     times.append(time.perf_counter() - t)
   return 2 * n**3 / min(times)
 
@@ -97,7 +114,7 @@ def main(argv):
 
   for i in range(_WARMUP.value):
     state, m = compiled(state, batches[i % 4])
-    host_memory.release_if_above()
+    host_memory.release_after(m)
   jax.block_until_ready(m)
   if _PROFILE.value:
     jax.profiler.start_trace(_PROFILE.value)
@@ -116,6 +133,7 @@ def main(argv):
   # 1.4x between processes on this host.
   peak_after = matmul_flops_per_sec(_MATMUL.value)
   peak = max(peak_before, peak_after)
+  peak_blas = blas_matmul_flops_per_sec(_MATMUL.value)
   compute_dtype = str(cfg.model.get("dtype", "float32"))
   peak_same = peak if compute_dtype == "float32" else matmul_flops_per_sec(_MATMUL.value, jnp.dtype(compute_dtype))
   achieved = flops_step / step_s
@@ -133,6 +151,8 @@ def main(argv):
       "matmul_gflops": round(peak / 1e9, 2),
       "matmul_gflops_before_after": [round(peak_before / 1e9, 2), round(peak_after / 1e9, 2)],
       "mfu": round(achieved / peak, 4),
+      "matmul_gflops_blas": round(peak_blas / 1e9, 2),
+      "mfu_vs_fastest_matmul": round(achieved / max(peak, peak_blas), 4),
       "compute_dtype": compute_dtype,
       "matmul_gflops_compute_dtype": round(peak_same / 1e9, 2),
       "mfu_vs_compute_dtype": round(achieved / peak_same, 4),
