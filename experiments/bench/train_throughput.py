@@ -7,7 +7,7 @@ Measures the jitted train step on in-memory batches already on the device (the i
 separately by scale.py): the median step time of `--steps` steps after `--warmup` warm-up steps, FLOPs per
 example from XLA's cost analysis of the compiled step, achieved GFLOP/s, and MFU = achieved FLOP/s over the
 FLOP/s of a large float32 matmul timed in the same process (XLA's, through jit). Because XLA's matmul is not
-the fastest on every CPU (on a 2-core AVX2 EPYC, 114-159 GFLOP/s against 135-187 for numpy's OpenBLAS), the
+the fastest on every CPU (on a 2-core AVX2 EPYC, 112-174 GFLOP/s against 135-194 for numpy's OpenBLAS), the
 line also gives `matmul_gflops_blas`, numpy's float32 matmul of the same size in the same process, and
 `mfu_vs_fastest_matmul`, against the faster of the two. For a model computing in bfloat16
 (`--config.model.dtype=bfloat16`; params stay float32) it also reports `mfu_vs_compute_dtype`, against a
