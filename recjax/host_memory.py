@@ -83,8 +83,8 @@ def release_if_above(fraction: float = RELEASE_FRACTION) -> bool:
   With one arena and no trimming, a step's temporary block sometimes does not fit the hole the previous
   step left (small allocations in between split it), so the heap grows by a whole block; measured on
   `interformer.py:medium` at batch 2048: 6 -> 11 -> 16 -> 20 GB over 19 steps. Training loops call this
-  after every step (through `release_after`), which bounds resident memory near `fraction` of RAM; the step after a release faults
-  its pages in again (our choice). Cost: one read of /proc/self/statm.
+  after every step (through `release_after`), which bounds resident memory near `fraction` of RAM; the
+  step after a release faults its pages in again (our choice). Cost: one read of /proc/self/statm.
 
   Args:
     fraction: in (0, 1].

@@ -44,13 +44,7 @@ def matmul_flops_per_sec(n: int, dtype=jnp.float32, reps: int = 10) -> float:
   of `reps` timed calls (the median moved by up to 2× between processes on a shared host)."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
   f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
-  f(a).block_until_ready()
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n**3 / min(times)
+  return 2 * n**3 / _fastest_seconds(lambda: f(a).block_until_ready(), reps)
 
 
 def blas_matmul_flops_per_sec(n: int, reps: int = 10) -> float:
@@ -58,13 +52,18 @@ def blas_matmul_flops_per_sec(n: int, reps: int = 10) -> float:
   its own threads): the fastest of `reps` timed calls. A second reference for MFU, since XLA's own
   matmul is not the fastest on every CPU (our choice)."""
   a = np.asarray(jax.random.normal(jax.random.key(0), (n, n), jnp.float32))
-  a @ a
+  return 2 * n**3 / _fastest_seconds(lambda: a @ a, reps)
+
+
+def _fastest_seconds(call, reps: int) -> float:
+  """The fastest of `reps` timed calls of `call()`, after one untimed call (compilation, warm caches)."""
+  call()
   times = []
   for _ in range(reps):
     t = time.perf_counter()
-    a @ a
+    call()
     times.append(time.perf_counter() - t)
-  return 2 * n**3 / min(times)
+  return min(times)
 
 
 def _print_top_ops(trace_dir: str, steps: int, top: int = 15) -> None:
@@ -124,7 +123,7 @@ def main(argv):
     state, m = compiled(state, batches[i % 4])
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
-    host_memory.release_if_above()
+    host_memory.release_after(m)
   step_s = statistics.median(times)
   if _PROFILE.value:
     jax.profiler.stop_trace()
