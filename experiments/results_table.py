@@ -67,7 +67,8 @@ def run_one(model: str, preset: str, seed: int, out: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
-  cli.setup_host()  # as experiments/run.py: kept heap, oneDNN matrix products
+  with cli.exit_on_bad_input():
+    cli.setup_host()  # as experiments/run.py: preferred allocator or kept heap, oneDNN matrix products
   out = pathlib.Path(_OUT.value)
   rows, missing = [], {}
   for preset in _PRESETS.value:

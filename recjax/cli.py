@@ -79,9 +79,16 @@ def exit_on_bad_input() -> Iterator[None]:
 
 
 def setup_host() -> None:
-  """The CPU-host settings of every script, before the first computation: glibc keeps freed memory
-  (`recjax.host_memory`; RECJAX_KEEP_FREED_MEMORY=0 opts out) and XLA:CPU runs matrix products as oneDNN
-  fusions on x86-64 (`recjax.xla_cpu`; RECJAX_ONEDNN=0 opts out)."""
+  """The CPU-host settings of every script, before the first computation: freed memory is kept for the
+  next step (`recjax.host_memory`: the script restarts with jemalloc or tcmalloc preloaded when the host
+  has one, else glibc keeps its heap; RECJAX_KEEP_FREED_MEMORY=0 opts out) and XLA:CPU runs matrix products
+  as oneDNN fusions on x86-64 (`recjax.xla_cpu`; RECJAX_ONEDNN=0 opts out). Only for scripts: the restart
+  replaces the calling process.
+
+  Raises:
+    ConfigError: RECJAX_ALLOCATOR names a missing file.
+  """
+  host_memory.use_preferred_allocator()
   host_memory.keep_freed_memory()
   xla_cpu.use_onednn_dots()
 
@@ -91,7 +98,7 @@ def run(main: Callable[[list[str]], None], script: str, extra: str = "") -> None
   `exit_on_bad_input` around main."""
   def wrapped(argv: list[str]) -> None:
     quiet_logs()
-    setup_host()
     with exit_on_bad_input():
+      setup_host()
       main(argv)
   app.run(wrapped, flags_parser=flags_parser(script, extra))

@@ -148,6 +148,8 @@ import jax, jax.numpy as jnp
 from recjax import host_memory
 if sys.argv[1] == "on":
   host_memory.keep_freed_memory()
+elif sys.argv[1] == "jemalloc":  # as if the script had restarted with jemalloc preloaded
+  host_memory.allocator_in_use = lambda: "jemalloc"
 
 # A "step" of about 100 GFLOP (a second or more here), dispatched asynchronously.
 w = jnp.eye(1024, dtype=jnp.float32)
@@ -160,15 +162,106 @@ print(json.dumps({"at_dispatch": at_dispatch, "after": y.is_ready(), "released":
 """
 
 
-@pytest.mark.parametrize("mode", ["on", "off"])
+@pytest.mark.parametrize("mode", ["on", "off", "jemalloc"])
 def test_release_after_waits_for_the_previous_step_only_when_kept(mode):
-  # The "previous step" takes a second or more; with the setting on, release_after returns only once it is done (so the
-  # resident memory it reads has at most one step in flight); off, it neither waits nor releases.
+  # The "previous step" takes a second or more; with freed memory kept (glibc setting on, or jemalloc),
+  # release_after returns only once it is done (so at most two steps are in flight); off, it neither waits
+  # nor releases.
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   res = subprocess.run([sys.executable, "-c", _AFTER_CHILD, mode], env=env, capture_output=True, text=True,
                        check=False)
   assert res.returncode == 0, res.stderr[-3000:]
   got = json.loads(res.stdout.strip().splitlines()[-1])
   assert got["at_dispatch"] is False
-  assert got["after"] is (mode == "on")
+  assert got["after"] is (mode != "off")
   assert got["released"] is False  # a small process stays under both limits
+
+
+# --- use_preferred_allocator: restart the script with jemalloc/tcmalloc preloaded -----------------------
+
+
+def _fake_allocator(monkeypatch, found=("libfake.so", {"MALLOC_CONF": "theirs"})):
+  monkeypatch.setattr(host_memory, "find_allocator", lambda: found)
+  monkeypatch.delenv("RECJAX_KEEP_FREED_MEMORY", raising=False)
+
+
+def test_preload_environment_puts_the_allocator_first_and_keeps_user_settings(monkeypatch):
+  _fake_allocator(monkeypatch)
+  got = host_memory.preload_environment({"LD_PRELOAD": "user.so", "MALLOC_CONF": "mine", "PATH": "/bin"})
+  assert got == {"LD_PRELOAD": "libfake.so:user.so", "MALLOC_CONF": "mine", "PATH": "/bin",
+                 "RECJAX_ALLOCATOR_PRELOADED": "libfake.so"}
+  got = host_memory.preload_environment({})
+  assert got == {"LD_PRELOAD": "libfake.so", "MALLOC_CONF": "theirs", "RECJAX_ALLOCATOR_PRELOADED": "libfake.so"}
+
+
+def test_preload_environment_restarts_at_most_once_and_only_when_asked(monkeypatch):
+  _fake_allocator(monkeypatch)
+  assert host_memory.preload_environment({"RECJAX_ALLOCATOR_PRELOADED": "libfake.so"}) is None
+  monkeypatch.setenv("RECJAX_KEEP_FREED_MEMORY", "0")
+  assert host_memory.preload_environment({}) is None
+  _fake_allocator(monkeypatch, found=None)
+  assert host_memory.preload_environment({}) is None
+
+
+def test_find_allocator_choices(monkeypatch, tmp_path):
+  found = {"tcmalloc_minimal": "libtcmalloc_minimal.so.4"}
+  monkeypatch.setattr(host_memory.ctypes.util, "find_library", found.get)
+  monkeypatch.delenv("RECJAX_ALLOCATOR", raising=False)
+  assert host_memory.find_allocator() == ("libtcmalloc_minimal.so.4", {})  # jemalloc absent: the next one
+  found["jemalloc"] = "libjemalloc.so.2"
+  assert host_memory.find_allocator() == ("libjemalloc.so.2",
+                                          {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"})
+  for off in ("glibc", "GLIBC", "0", "off"):
+    monkeypatch.setenv("RECJAX_ALLOCATOR", off)
+    assert host_memory.find_allocator() is None
+  lib = tmp_path / "libjemalloc.so.2"
+  lib.write_bytes(b"")
+  monkeypatch.setenv("RECJAX_ALLOCATOR", str(lib))
+  assert host_memory.find_allocator() == (str(lib), {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"})
+  monkeypatch.setenv("RECJAX_ALLOCATOR", str(tmp_path / "missing.so"))
+  with pytest.raises(host_memory.ConfigError, match=r"RECJAX_ALLOCATOR=.*missing\.so.*no such file"):
+    host_memory.find_allocator()
+
+
+_SETUP_CHILD = r"""
+import json, os, sys
+from recjax import cli, host_memory
+print(f"started {os.getpid()}", flush=True)
+cli.setup_host()
+print(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:], "preload": os.environ.get("LD_PRELOAD"),
+                  "maps": open("/proc/self/maps").read(), "allocator": host_memory.allocator_in_use(),
+                  "kept": host_memory.kept()}))
+"""
+
+
+def _setup_child(**env) -> tuple[list[str], dict]:
+  base = {k: v for k, v in os.environ.items() if not k.startswith(("RECJAX_ALLOCATOR", "LD_PRELOAD"))}
+  res = subprocess.run([sys.executable, "-c", _SETUP_CHILD, "--flag", "x y"], env={**base, **env},
+                       capture_output=True, text=True, check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  lines = res.stdout.strip().splitlines()
+  return lines, json.loads(lines[-1])
+
+
+def test_setup_host_restarts_the_script_once_with_the_library_preloaded():
+  # A harmless glibc library stands in for an allocator, so the restart itself is tested on any glibc host.
+  libc = next(line.split()[-1] for line in open("/proc/self/maps") if "/libc.so" in line or "/libc-" in line)
+  lib = os.path.join(os.path.dirname(libc), "libanl.so.1")
+  if not os.path.isfile(lib):
+    pytest.skip(f"{lib} not on this host")
+  lines, got = _setup_child(RECJAX_ALLOCATOR=lib, LD_PRELOAD="")
+  # The script ran up to setup_host, then once more from the start in the same process (execve).
+  assert lines[:2] == [f"started {got['pid']}"] * 2 and len(lines) == 3
+  assert got["argv"] == ["--flag", "x y"] and got["preload"] == lib and lib in got["maps"]
+  assert got["allocator"] == "libc" and got["kept"] is True  # not jemalloc/tcmalloc: glibc keeps its heap
+  lines, got = _setup_child(RECJAX_ALLOCATOR="glibc")
+  assert len(lines) == 2 and not got["preload"] and got["kept"] is True
+
+
+@pytest.mark.skipif(host_memory.find_allocator() is None, reason="neither jemalloc nor tcmalloc is installed")
+def test_setup_host_runs_scripts_on_jemalloc_or_tcmalloc_when_installed():
+  lines, got = _setup_child()
+  assert lines[:2] == [f"started {got['pid']}"] * 2 and len(lines) == 3
+  assert got["allocator"] in ("jemalloc", "tcmalloc") and got["kept"] is False  # the glibc settings are moot
+  lines, got = _setup_child(RECJAX_KEEP_FREED_MEMORY="0")
+  assert len(lines) == 2 and got["allocator"] == "libc" and got["kept"] is False

@@ -8,8 +8,9 @@ Outputs under `workdir`:
 - `metrics.jsonl`: one JSON object per log/eval event (`{"step", "split", ...}`);
 - `tb/`: TensorBoard event files of the same scalars;
 - `checkpoints/`: orbax checkpoints (see `checkpoint.py`); re-running with the same workdir resumes;
-- `results.json`: dataset, model, config, best step, valid and test metrics, throughput (and whether
-  `recjax.host_memory.keep_freed_memory()` and `recjax.xla_cpu.use_onednn_dots()` were on);
+- `results.json`: dataset, model, config, best step, valid and test metrics, throughput (and the host
+  settings it ran under: the malloc in use, whether `recjax.host_memory.keep_freed_memory()` and
+  `recjax.xla_cpu.use_onednn_dots()` were on);
 - `curves.png`: train loss and validation AUC against step.
 """
 
@@ -400,7 +401,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       "valid": meta["best_valid"],
       "test": test,
       "train_examples_per_sec": (steps_timed * bsz / t_train) if t_train > 0 else None,
-      "keep_freed_memory": host_memory.kept(),  # the host allocator setting the throughput was measured under
+      "allocator": host_memory.allocator_in_use(),  # the host allocator the throughput was measured under
+      "keep_freed_memory": host_memory.kept(),  # and whether glibc kept its heap
       "onednn_dots": xla_cpu.onednn_dots(),  # and the XLA:CPU matmul path
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
                   "mesh": dict(mesh.shape)},
