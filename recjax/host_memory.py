@@ -152,7 +152,8 @@ def keep_freed_memory() -> bool:
   One arena: with per-thread arenas, blocks freed by XLA's worker threads were not reused by the next
   step's allocations and the step time did not improve. Call it early, before the first jitted call.
 
-  Logs one INFO line (logger `recjax.host_memory`) when the settings are applied.
+  Logs one INFO line (logger `recjax.host_memory`) when the settings are applied, and one when
+  RECJAX_KEEP_FREED_MEMORY turns them off.
 
   Returns:
     True if the settings were applied; False if the C library is not glibc, another allocator serves
@@ -160,7 +161,10 @@ def keep_freed_memory() -> bool:
     RECJAX_KEEP_FREED_MEMORY is 0, false, no, off or empty.
   """
   global _kept
-  if not env.switched_on(_ENV) or not on_glibc() or allocator_in_use() != "libc":
+  if not env.switched_on(_ENV):
+    log.info("host memory: the C library's malloc with its defaults (%s is off)", _ENV)
+    return False
+  if not on_glibc() or allocator_in_use() != "libc":
     return False
   try:
     mallopt = _libc().mallopt

@@ -258,7 +258,7 @@ def test_setup_host_restarts_the_script_once_with_the_library_preloaded():
   assert len(lines) == 2 and not got["preload"] and got["kept"] is True
 
 
-@pytest.mark.skipif(host_memory.find_allocator() is None, reason="neither jemalloc nor tcmalloc is installed")
+@pytest.mark.skipif(host_memory.find_allocator() is None, reason="no jemalloc or tcmalloc found (or RECJAX_ALLOCATOR chose glibc)")
 def test_setup_host_runs_scripts_on_jemalloc_or_tcmalloc_when_installed():
   lines, got = _setup_child()
   assert lines[:2] == [f"started {got['pid']}"] * 2 and len(lines) == 3
