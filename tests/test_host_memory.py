@@ -245,7 +245,8 @@ def _setup_child(**env) -> tuple[list[str], dict]:
 
 def test_setup_host_restarts_the_script_once_with_the_library_preloaded():
   # A harmless glibc library stands in for an allocator, so the restart itself is tested on any glibc host.
-  libc = next(line.split()[-1] for line in open("/proc/self/maps") if "/libc.so" in line or "/libc-" in line)
+  with open("/proc/self/maps") as f:
+    libc = next(line.split()[-1] for line in f if "/libc.so" in line or "/libc-" in line)
   lib = os.path.join(os.path.dirname(libc), "libanl.so.1")
   if not os.path.isfile(lib):
     pytest.skip(f"{lib} not on this host")
@@ -258,7 +259,8 @@ def test_setup_host_restarts_the_script_once_with_the_library_preloaded():
   assert len(lines) == 2 and not got["preload"] and got["kept"] is True
 
 
-@pytest.mark.skipif(host_memory.find_allocator() is None, reason="no jemalloc or tcmalloc found (or RECJAX_ALLOCATOR chose glibc)")
+@pytest.mark.skipif(host_memory.find_allocator() is None,
+                    reason="no jemalloc or tcmalloc found (or RECJAX_ALLOCATOR chose glibc)")
 def test_setup_host_runs_scripts_on_jemalloc_or_tcmalloc_when_installed():
   lines, got = _setup_child()
   assert lines[:2] == [f"started {got['pid']}"] * 2 and len(lines) == 3
