@@ -12,7 +12,7 @@ call `release_if_above()` after each step to cap it at a share of RAM.
 
 The kept glibc heap fragments: a step's block sometimes no longer fits the hole the previous step left, the
 heap grows by a whole block, and `release_if_above()` then returns it to the OS, after which the next steps
-fault their pages in again (on a 2-core AVX2 EPYC VM a step that faulted in fresh memory took 15-16 s
+fault their pages in again (on a 2-core AVX2 EPYC VM a step that faulted in fresh memory took 15-18 s
 against 5-6 s). An allocator that keeps large and small allocations apart (jemalloc, tcmalloc) has no such
 growth: `use_preferred_allocator()` restarts the script with one preloaded when the host has it
 (`LD_PRELOAD`), and the glibc settings are the fallback.
@@ -131,7 +131,9 @@ def use_preferred_allocator() -> None:
   Measured on `interformer.py:medium` at batch 2048 (2-core AVX2 EPYC VM, 20 steps per run, runs
   alternated): with the kept glibc heap, one heap release per run, median steps of 6.4-6.6 s and slowest
   steps of 17-18 s, 14.7 GB peak; with jemalloc, no page faults after the first step, medians of 5.7-5.9 s,
-  slowest 6.5-7.9 s, 10.4 GB; tcmalloc: median 6.4 s, slowest 8.2 s, 10.2 GB.
+  slowest 6.5-7.9 s, 10.4 GB; tcmalloc: median 6.4 s, slowest 8.2 s, 10.2 GB. Like the glibc heap,
+  jemalloc can end up keeping two step blocks: `interformer.py:large` at batch 2048 (12.7 GB each) was
+  OOM-killed once of three runs on a 24 GB host, so use RECJAX_KEEP_FREED_MEMORY=0 there.
 
   Raises:
     ConfigError: from `find_allocator()`.
