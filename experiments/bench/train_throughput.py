@@ -111,9 +111,11 @@ def main(argv):
   cost = cost[0] if isinstance(cost, list) else cost
   flops_step = float(cost.get("flops", 0.0))
 
-  for i in range(_WARMUP.value):
+  prev = None
+  for i in range(_WARMUP.value):  # as the training loop: wait for the step before, so two are in flight
     state, m = compiled(state, batches[i % 4])
-    host_memory.release_after(m)
+    host_memory.release_after(prev)
+    prev = m
   jax.block_until_ready(m)
   if _PROFILE.value:
     jax.profiler.start_trace(_PROFILE.value)
