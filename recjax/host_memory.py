@@ -130,10 +130,10 @@ def use_preferred_allocator() -> None:
 
   Measured on `interformer.py:medium` at batch 2048 (2-core AVX2 EPYC VM, 20 steps per run, runs
   alternated): with the kept glibc heap, one heap release per run, median steps of 6.4-6.6 s and slowest
-  steps of 17-18 s, 14.7 GB peak; with jemalloc, no page faults after the first step, medians of 5.7-5.9 s,
-  slowest 6.5-7.9 s, 10.4 GB; tcmalloc: median 6.4 s, slowest 8.2 s, 10.2 GB. Like the glibc heap,
-  jemalloc can end up keeping two step blocks: `interformer.py:large` at batch 2048 (12.7 GB each) was
-  OOM-killed once of three runs on a 24 GB host, so use RECJAX_KEEP_FREED_MEMORY=0 there.
+  steps of 17-18 s, 14.7 GB peak; with jemalloc, no page faults after the first two steps, medians of
+  5.7-5.9 s, slowest 6.5-7.9 s, 10.4 GB; tcmalloc: median 6.4 s, slowest 8.2 s, 10.2 GB. Like the glibc heap,
+  jemalloc keeps up to two step blocks (two steps are in flight): `interformer.py:large` at batch 2048
+  (12.7 GB each) was OOM-killed on a 24 GB host, so use RECJAX_KEEP_FREED_MEMORY=0 there.
 
   Raises:
     ConfigError: from `find_allocator()`.
@@ -155,7 +155,7 @@ def keep_freed_memory() -> bool:
   step's allocations and the step time did not improve. Call it early, before the first jitted call.
 
   Logs one INFO line (logger `recjax.host_memory`) when the settings are applied, and one when
-  RECJAX_KEEP_FREED_MEMORY turns them off.
+  RECJAX_KEEP_FREED_MEMORY turns them off; nothing when another allocator serves malloc.
 
   Returns:
     True if the settings were applied; False if the C library is not glibc, another allocator serves
@@ -228,7 +228,8 @@ def release_after(previous: Any) -> bool:
   i − 1's output, so at most two steps are in flight and the resident memory read is that of at most one
   step still running. Read with several steps queued, it showed their growth as one:
   `interformer.py:medium`'s 4.8 GB step block looked like 14.4 GB of growth and the guard released the
-  heap after most steps (our choice). Does nothing, and does not wait, unless `retains_freed_memory()`.
+  heap after most steps (our choice). Does nothing, and does not wait, unless `retains_freed_memory()`;
+  releases only the glibc heap (under jemalloc or tcmalloc it waits and returns False).
 
   Returns:
     True if memory was released.
