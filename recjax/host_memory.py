@@ -48,6 +48,7 @@ _PRELOADED_ENV = "RECJAX_ALLOCATOR_PRELOADED"  # set on the restarted process, s
 # InterFormer step faulted its whole block in again; measured). tcmalloc keeps them by default.
 ALLOCATORS = (("jemalloc", {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
               ("tcmalloc_minimal", {}), ("tcmalloc", {}))
+_RETAINING = ("jemalloc", "tcmalloc", "mimalloc")  # allocators `allocator_in_use()` recognises when loaded
 RELEASE_FRACTION = 0.55  # release_if_above's default share of physical memory; our choice
 GROWTH_FRACTION = 0.85  # ... and the limit for resident memory plus the largest growth between two calls
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -72,7 +73,7 @@ def allocator_in_use() -> str:
       maps = f.read()
   except OSError:
     return "libc"
-  return next((name for name in ("jemalloc", "tcmalloc", "mimalloc") if f"lib{name}" in maps), "libc")
+  return next((name for name in _RETAINING if f"lib{name}" in maps), "libc")
 
 
 def find_allocator() -> tuple[str, dict[str, str]] | None:

@@ -336,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       batch = _to_mesh(next(it), mesh)
       state, out = train_step(state, batch)
       if prev_loss is not None:
-        host_memory.release_after(prev_loss)  # caps the kept heap (recjax.host_memory); no-op when it is off
+        host_memory.release_after(prev_loss)  # two steps in flight, glibc heap capped (recjax.host_memory)
       prev_loss = out["loss"]
       step += 1
       pending.append((step, out["loss"]))
